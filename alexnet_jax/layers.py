@@ -1,0 +1,81 @@
+"""The paper's layer primitives, channels last, written for one device's share of the towers.
+
+Split layers keep their parameters with a leading tower axis ``[T, ...]``. On one device the
+local towers run as *one* XLA op: their kernels are laid side by side along the output channels,
+and a layer that reads only its own tower's maps becomes a grouped convolution. Activations keep
+the local towers' channels concatenated, tower by tower: ``[..., T * C]``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def local_response_norm(x: jax.Array, *, size: int, k: float, alpha: float, beta: float) -> jax.Array:
+  """Paper §3.3: ``b_i = a_i / (k + alpha * sum_j a_j^2) ** beta``, j over ``size`` adjacent channels.
+
+  ``alpha`` is *not* divided by ``size`` (the paper's and TensorFlow's convention; Caffe and PyTorch
+  divide it). Channels beyond either edge count as zero. Accumulates in float32 whatever ``x``'s dtype.
+  """
+  if size % 2 != 1:
+    raise ValueError(f"local_response_norm needs an odd window size, got {size}")
+  half = size // 2
+  squares = jnp.square(x.astype(jnp.float32))
+  padded = jnp.pad(squares, [(0, 0)] * (x.ndim - 1) + [(half, half)])
+  channels = x.shape[-1]
+  # A sum of shifted slices: XLA fuses it into one pass, and unlike reduce_window it differentiates.
+  window_sum = sum(padded[..., i:i + channels] for i in range(size))
+  scale = (k + alpha * window_sum) ** -beta
+  return (x.astype(jnp.float32) * scale).astype(x.dtype)
+
+
+def tower_local_response_norm(x: jax.Array, towers: int, **lrn) -> jax.Array:
+  """LRN within each tower's own maps (paper §3.3 on two GPUs: each GPU normalises its own kernels)."""
+  grouped = x.reshape(*x.shape[:-1], towers, x.shape[-1] // towers)
+  return local_response_norm(grouped, **lrn).reshape(x.shape)
+
+
+def tower_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int,
+               padding: tuple[int, int], own_tower_input: bool) -> jax.Array:
+  """Convolution of the local towers. kernel: ``[T, kh, kw, Cin, Cout]``, bias ``[T, Cout]``.
+
+  ``own_tower_input``: tower t reads only channels ``[t*Cin, (t+1)*Cin)`` of ``x`` (grouped conv);
+  otherwise every tower reads all of ``x``.
+  """
+  towers, kh, kw, cin, cout = kernel.shape
+  conv = functools.partial(lax.conv_general_dilated, window_strides=(stride, stride), padding=(padding, padding),
+                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  kernel = kernel.astype(x.dtype)
+  if own_tower_input and towers > 1:
+    # One conv per tower, not feature_group_count: XLA:CPU's grouped convolutions (and their
+    # gradients) run several times slower than the same convolutions issued one by one.
+    y = jnp.concatenate([conv(x[..., t * cin:(t + 1) * cin], kernel[t]) for t in range(towers)], axis=-1)
+  else:
+    y = conv(x, jnp.moveaxis(kernel, 0, 3).reshape(kh, kw, cin, towers * cout))
+  return y + bias.reshape(towers * cout).astype(x.dtype)
+
+
+def tower_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """Fully connected layer of the local towers, all reading the whole ``x``. kernel ``[T, In, Out]``."""
+  towers, fan_in, out = kernel.shape
+  side_by_side = jnp.moveaxis(kernel, 0, 1).reshape(fan_in, towers * out).astype(x.dtype)
+  return x @ side_by_side + bias.reshape(towers * out).astype(x.dtype)
+
+
+def max_pool(x: jax.Array, *, window: int, stride: int) -> jax.Array:
+  """Max pooling, no padding (paper §3.4: z=3, s=2 overlapping; z=s=2 traditional)."""
+  # A Python scalar init lets JAX pick reduce_window_max, which (unlike the generic form) differentiates.
+  return lax.reduce_window(x, -jnp.inf, lax.max,
+                           (1, window, window, 1), (1, stride, stride, 1), "VALID")
+
+
+def pool_output_size(size: int, window: int, stride: int) -> int:
+  return (size - window) // stride + 1
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: tuple[int, int]) -> int:
+  return (size + sum(padding) - kernel) // stride + 1

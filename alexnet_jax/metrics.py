@@ -1,0 +1,71 @@
+"""Loss, top-k error and where metrics go: ``metrics.jsonl`` plus TensorBoard events in the workdir."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example softmax cross-entropy (the paper's multinomial logistic regression objective)."""
+  return -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), labels[:, None], axis=-1)[:, 0]
+
+
+def top_k_wrong(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """1.0 where the label is not among the k highest logits (ties count against the label)."""
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  return (jnp.sum(logits >= label_logit, axis=-1) > k).astype(jnp.float32)
+
+
+class MetricWriter:
+  """Appends ``{"step": ..., name: value}`` lines to ``metrics.jsonl`` and TensorBoard scalars beside it.
+
+  Only process 0 writes; the others hold a writer that does nothing.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
+    self.enabled = enabled
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "metrics.jsonl")
+    _drop_lines_after(path, resume_step)
+    self._jsonl = open(path, "a")
+    from tensorboardX import SummaryWriter
+    self._tb = SummaryWriter(workdir, flush_secs=30)
+
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    values = {k: float(np.asarray(v)) for k, v in metrics.items()}
+    self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
+    self._jsonl.flush()
+    for name, value in values.items():
+      self._tb.add_scalar(name, value, int(step))
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def _drop_lines_after(path: str, step: int) -> None:
+  """A run resumed at ``step`` redoes the steps after it: drop their old lines so none appear twice."""
+  if not os.path.exists(path):
+    return
+  lines = [line for line in open(path) if line.strip()]
+  kept = [line for line in lines if json.loads(line)["step"] <= step]
+  if len(kept) != len(lines):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,308 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) as a Flax NNX module on a two-tower mesh.
+
+The paper trained on two GPUs, each holding half of every layer's kernels (its Figure 2)::
+
+    image ─┬─ conv1 ─ LRN ─ pool ─ conv2 ─ LRN ─ pool ═╦═ conv3 ─ conv4 ─ conv5 ─ pool ═╦═ fc6 ═╦═ fc7 ═╦═ fc8 ═╦═ softmax
+           └─ conv1 ─ LRN ─ pool ─ conv2 ─ LRN ─ pool ═╩═ conv3 ─ conv4 ─ conv5 ─ pool ═╩═ fc6 ═╩═ fc7 ═╩═ fc8 ═╩═
+      (GPU 1 above, GPU 2 below;  ═╬═ : the GPUs exchange maps — conv3, fc6, fc7, fc8 read both towers)
+
+Here a tower is a slice of a leading parameter axis ``[towers, ...]`` that is sharded over the mesh axis
+``model``. The forward pass is written for one device's share (``_device_forward``) and run under
+``jax.shard_map``: each device computes its local towers on its slice of the batch and ``all_gather``s
+the towers' maps over ``model`` exactly where the paper's GPUs talked (``gather_towers``). With
+``model=1`` one device runs both towers side by side; every placement gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from alexnet_jax import layers, sharding
+from alexnet_jax.errors import ConfigError
+
+# Which maps a split layer reads: the image, its own tower's, or all towers' (a cross-device point).
+IMAGE, OWN, ALL = "image", "own tower", "all towers"
+
+
+class ConvLayer(NamedTuple):
+  name: str
+  kernel: int
+  stride: int
+  padding: tuple[int, int] | None  # None: conv1, padding from the config
+  reads: str
+  lrn: bool
+  pool: bool
+  bias: float  # paper §5: biases 1 in conv2, conv4, conv5 and the hidden FC layers, 0 elsewhere
+
+
+class DenseLayer(NamedTuple):
+  name: str
+  dropout: bool  # paper §4.2: dropout on the first two fully connected layers
+  bias: float
+
+
+CONV_LAYERS = (
+    ConvLayer("conv1", 11, 4, None, IMAGE, lrn=True, pool=True, bias=0.0),
+    ConvLayer("conv2", 5, 1, (2, 2), OWN, lrn=True, pool=True, bias=1.0),
+    ConvLayer("conv3", 3, 1, (1, 1), ALL, lrn=False, pool=False, bias=0.0),
+    ConvLayer("conv4", 3, 1, (1, 1), OWN, lrn=False, pool=False, bias=1.0),
+    ConvLayer("conv5", 3, 1, (1, 1), OWN, lrn=False, pool=True, bias=1.0),
+)
+DENSE_LAYERS = (
+    DenseLayer("fc6", dropout=True, bias=1.0),
+    DenseLayer("fc7", dropout=True, bias=1.0),
+    DenseLayer("fc8", dropout=False, bias=0.0),
+)
+LAYER_NAMES = tuple(l.name for l in CONV_LAYERS + DENSE_LAYERS)
+
+
+def pool_name(layer: ConvLayer) -> str:
+  return "pool" + layer.name.removeprefix("conv")
+
+
+# What ``AlexNet.activations`` returns, in order: conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5, fc6...
+ACTIVATION_NAMES = tuple(n for l in CONV_LAYERS for n in ((l.name, pool_name(l)) if l.pool else (l.name,))) + tuple(
+    l.name for l in DENSE_LAYERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlexNetSpec:
+  """Everything that shapes the network; hashable, so jit can treat it as static. Mirrors ``config.model``."""
+  num_classes: int = 1000
+  image_size: int = 224
+  towers: int = 2
+  conv_features: tuple[int, ...] = (96, 256, 384, 384, 256)
+  fc_features: tuple[int, ...] = (4096, 4096)
+  conv1_padding: tuple[int, int] = (2, 1)
+  lrn: bool = True
+  lrn_size: int = 5
+  lrn_k: float = 2.0
+  lrn_alpha: float = 1e-4
+  lrn_beta: float = 0.75
+  lrn_scope: str = "tower"  # "tower": each tower its own maps (paper); "layer": all maps of the layer (Caffe)
+  overlap_pool: bool = True
+  dropout_rate: float = 0.5
+  init: str = "paper"  # "paper": N(0, init_std) and the paper's biases; "he": N(0, 2/fan_in), zero biases
+  init_std: float = 0.01
+  dtype: str = "float32"
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any]) -> "AlexNetSpec":
+    values = dict(config.items()) if hasattr(config, "items") else dict(config)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ConfigError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+    for key in ("conv_features", "fc_features", "conv1_padding"):
+      if key in values:
+        values[key] = tuple(int(v) for v in values[key])
+    spec = cls(**values)
+    spec.validate()
+    return spec
+
+  def validate(self) -> None:
+    if len(self.conv_features) != len(CONV_LAYERS) or len(self.fc_features) != len(DENSE_LAYERS) - 1:
+      raise ConfigError(f"model.conv_features needs {len(CONV_LAYERS)} entries and model.fc_features "
+                       f"{len(DENSE_LAYERS) - 1}")
+    for name, features in zip(LAYER_NAMES, self.conv_features + self.fc_features + (self.num_classes,)):
+      if features % self.towers:
+        raise ConfigError(f"{name} has {features} kernels, not divisible into model.towers={self.towers}")
+    if self.lrn_scope not in ("tower", "layer"):
+      raise ConfigError(f"model.lrn_scope must be 'tower' or 'layer', got {self.lrn_scope!r}")
+    if self.init not in ("paper", "he"):
+      raise ConfigError(f"model.init must be 'paper' or 'he', got {self.init!r}")
+    if self.dtype not in ("float32", "bfloat16", "float16"):
+      raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ConfigError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
+    self.feature_map_sizes()  # raises if the image is too small
+
+  @property
+  def pool_window(self) -> int:
+    return 3 if self.overlap_pool else 2  # paper §3.4: z=3, s=2 overlapping; z=s=2 traditional
+
+  pool_stride = 2
+
+  def feature_map_sizes(self) -> dict[str, int]:
+    """Spatial size of each conv layer's output (after its pooling), e.g. conv1: 27 for the paper."""
+    size, sizes = self.image_size, {}
+    for layer in CONV_LAYERS:
+      padding = self.conv1_padding if layer.padding is None else layer.padding
+      size = layers.conv_output_size(size, layer.kernel, layer.stride, padding)
+      if layer.pool:
+        size = layers.pool_output_size(size, self.pool_window, self.pool_stride)
+      if size < 1:
+        raise ConfigError(f"model.image_size={self.image_size} is too small: {layer.name}'s output "
+                         f"would be empty (the network needs at least 63x63 input)")
+      sizes[layer.name] = size
+    return sizes
+
+  def param_shapes(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """name -> (kernel shape, bias shape), each with the leading tower axis."""
+    t, shapes = self.towers, {}
+    fan_in = 3
+    for layer, features in zip(CONV_LAYERS, self.conv_features):
+      cin = fan_in // t if layer.reads == OWN else fan_in
+      shapes[layer.name] = ((t, layer.kernel, layer.kernel, cin, features // t), (t, features // t))
+      fan_in = features
+    fan_in *= self.feature_map_sizes()[CONV_LAYERS[-1].name] ** 2
+    for layer, features in zip(DENSE_LAYERS, self.fc_features + (self.num_classes,)):
+      shapes[layer.name] = ((t, fan_in, features // t), (t, features // t))
+      fan_in = features
+    return shapes
+
+  def num_params(self) -> int:
+    return sum(int(np.prod(k)) + int(np.prod(b)) for k, b in self.param_shapes().values())
+
+
+def gather_towers(x: jax.Array) -> jax.Array:
+  """The paper's GPU-to-GPU transfer: every device gets all towers' maps (channels, tower by tower)."""
+  return lax.all_gather(x, sharding.MODEL, axis=x.ndim - 1, tiled=True, to="invarying")
+
+
+def _lrn(spec: AlexNetSpec, x: jax.Array, towers_here: int) -> jax.Array:
+  constants = dict(size=spec.lrn_size, k=spec.lrn_k, alpha=spec.lrn_alpha, beta=spec.lrn_beta)
+  if spec.lrn_scope == "tower":
+    return layers.tower_local_response_norm(x, towers_here, **constants)
+  # Across all maps of the layer (Caffe): neighbours may sit on the other device, so gather first.
+  everything = layers.local_response_norm(gather_towers(x), **constants)
+  width = x.shape[-1]
+  return lax.dynamic_slice_in_dim(everything, lax.axis_index(sharding.MODEL) * width, width, axis=-1)
+
+
+def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, params, images, keep_masks):
+  """One device's share: its local towers (``towers_here``) on its slice of the batch."""
+  x = images.astype(spec.dtype)
+  activations = {}
+  for layer in CONV_LAYERS:
+    p = params[layer.name]
+    if layer.reads == ALL:
+      x = gather_towers(x)  # cross-device: conv3 reads both GPUs' maps
+    padding = spec.conv1_padding if layer.padding is None else layer.padding
+    x = layers.tower_conv(x, p["kernel"], p["bias"], stride=layer.stride, padding=padding,
+                          own_tower_input=layer.reads == OWN)
+    x = jax.nn.relu(x)
+    if layer.lrn and spec.lrn:
+      x = _lrn(spec, x, towers_here)
+    activations[layer.name] = x
+    if layer.pool:
+      x = layers.max_pool(x, window=spec.pool_window, stride=spec.pool_stride)
+      activations[pool_name(layer)] = x
+  for layer in DENSE_LAYERS:
+    p = params[layer.name]
+    x = gather_towers(x)  # cross-device: fc6, fc7 and fc8 read both GPUs' units
+    x = layers.tower_dense(x.reshape(x.shape[0], -1), p["kernel"], p["bias"])
+    if layer is not DENSE_LAYERS[-1]:
+      x = jax.nn.relu(x)
+      if layer.dropout and keep_masks is not None:
+        # Inverted dropout: scale at training time, so evaluation needs no paper-style x0.5.
+        x = jnp.where(keep_masks[layer.name], x / (1.0 - spec.dropout_rate), 0).astype(x.dtype)
+    activations[layer.name] = x
+  logits = gather_towers(x).astype(jnp.float32)  # softmax over both towers' fc8 units
+  return (logits, activations) if capture else logits
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "mesh", "capture"))
+def apply(spec: AlexNetSpec, mesh: Mesh, params, images: jax.Array, dropout_key: jax.Array | None = None,
+          capture: bool = False):
+  """Logits for ``images`` (NHWC, batch divisible by ``mesh.shape['data']``). Pure function of ``params``.
+
+  ``dropout_key=None`` is inference (no dropout). Masks are drawn for the *global* batch, so a given key
+  gives the same masks under every placement. ``capture=True`` also returns each layer's output.
+  """
+  towers_here = spec.towers // mesh.shape[sharding.MODEL]
+  keep_masks = None
+  if dropout_key is not None and spec.dropout_rate > 0:
+    keep_masks = {}
+    for layer, key in zip(DENSE_LAYERS, jax.random.split(dropout_key, len(DENSE_LAYERS))):
+      if layer.dropout:
+        shape = (images.shape[0], params[layer.name]["bias"].size)
+        mask = jax.random.bernoulli(key, 1.0 - spec.dropout_rate, shape)
+        keep_masks[layer.name] = lax.with_sharding_constraint(mask, NamedSharding(mesh, P(sharding.DATA, sharding.MODEL)))
+  out_specs = P(sharding.DATA)
+  if capture:
+    conv_spec, dense_spec = P(sharding.DATA, None, None, sharding.MODEL), P(sharding.DATA, sharding.MODEL)
+    out_specs = (out_specs, {name: conv_spec for name in ACTIVATION_NAMES[:-len(DENSE_LAYERS)]}
+                 | {l.name: dense_spec for l in DENSE_LAYERS})
+  forward = jax.shard_map(
+      functools.partial(_device_forward, spec, towers_here, capture), mesh=mesh,
+      in_specs=(sharding.TOWER_SPEC, sharding.BATCH_SPEC, P(sharding.DATA, sharding.MODEL)),
+      out_specs=out_specs)
+  return forward(params, images, keep_masks)
+
+
+class TowerLayer(nnx.Module):
+  """One split layer: kernel and bias with a leading tower axis, placed on the mesh's ``model`` axis."""
+
+  def __init__(self, kernel: jax.Array, bias: jax.Array):
+    self.kernel = nnx.Param(kernel)
+    self.bias = nnx.Param(bias)
+
+
+class AlexNet(nnx.Module):
+  """The paper's network. ``AlexNet(config.model, rngs=nnx.Rngs(seed))``; ``model.eval(); model(images)``.
+
+  Built under ``jax.set_mesh(make_mesh(data=D, model=M))`` (or with ``mesh=``) its towers are placed on
+  that mesh; otherwise both towers sit on the first device.
+  """
+
+  def __init__(self, config: Mapping[str, Any] | AlexNetSpec, *, rngs: nnx.Rngs, mesh: Mesh | None = None):
+    self.spec = config if isinstance(config, AlexNetSpec) else AlexNetSpec.from_config(config)
+    self.mesh = mesh or sharding.context_mesh() or sharding.default_mesh()
+    model_axis = self.mesh.shape[sharding.MODEL]
+    if self.spec.towers % model_axis:
+      raise ConfigError(f"model.towers={self.spec.towers} cannot be split over mesh.model={model_axis} devices")
+    self.deterministic = False
+    placement = sharding.tower_sharding(self.mesh)
+    biases = {l.name: l.bias for l in CONV_LAYERS + DENSE_LAYERS}
+    for name, (kernel_shape, bias_shape) in self.spec.param_shapes().items():
+      # Paper §5: weights from N(0, 0.01); the same draw whatever the placement.
+      std = self.spec.init_std if self.spec.init == "paper" else np.sqrt(2.0 / np.prod(kernel_shape[1:-1]))
+      kernel = std * jax.random.normal(rngs.params(), kernel_shape, jnp.float32)
+      bias = jnp.full(bias_shape, biases[name] if self.spec.init == "paper" else 0.0, jnp.float32)
+      setattr(self, name, TowerLayer(jax.device_put(kernel, placement), jax.device_put(bias, placement)))
+
+  def params(self) -> dict:
+    """The parameters as a plain nested dict ``{layer: {'kernel', 'bias'}}`` (what training works on)."""
+    return nnx.to_pure_dict(nnx.state(self, nnx.Param))
+
+  def load_params(self, params: Mapping) -> None:
+    state = nnx.state(self, nnx.Param)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(self, state)
+
+  def __call__(self, images, *, dropout_key: jax.Array | None = None) -> jax.Array:
+    """Logits ``[batch, num_classes]`` (float32) for float32 NHWC ``images`` (numpy or jax)."""
+    if not self.deterministic and dropout_key is None:
+      raise ConfigError("a training-mode AlexNet needs dropout_key=...; call model.eval() for inference")
+    placed, n = self._place(images)
+    return apply(self.spec, self.mesh, self.params(), placed, None if self.deterministic else dropout_key)[:n]
+
+  def activations(self, images) -> dict[str, jax.Array]:
+    """Inference-mode outputs by ``ACTIVATION_NAMES``: each conv after its ReLU (and LRN), each pooling,
+    fc6/fc7 after ReLU, fc8 the logits. Conv maps keep the towers' channels tower by tower."""
+    placed, n = self._place(images)
+    _, acts = apply(self.spec, self.mesh, self.params(), placed, None, capture=True)
+    return {name: a[:n] for name, a in acts.items()}
+
+  def _place(self, images) -> tuple[jax.Array, int]:
+    """Pads the batch to a multiple of the data axis and shards it over ``data``."""
+    if isinstance(images, jax.core.Tracer):
+      return images, images.shape[0]
+    images = jnp.asarray(images, jnp.float32) if isinstance(images, jax.Array) else np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ConfigError(f"expected NHWC RGB images [batch, H, W, 3], got shape {images.shape}")
+    n, pad = images.shape[0], (-images.shape[0]) % self.mesh.shape[sharding.DATA]
+    if pad:
+      images = (jnp if isinstance(images, jax.Array) else np).concatenate(
+          [images, (jnp if isinstance(images, jax.Array) else np).zeros((pad, *images.shape[1:]), images.dtype)])
+    return jax.device_put(images, sharding.batch_sharding(self.mesh)), n

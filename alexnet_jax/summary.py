@@ -1,0 +1,83 @@
+"""``python -m alexnet_jax.summary --config=configs/paper.py``: the network layer by layer.
+
+For each layer: output shape, parameters, which device on the ``model`` axis holds which tower, and
+where activations cross devices (the paper's GPU-to-GPU traffic). Shapes come from tracing the real
+forward pass (no parameters are allocated, no devices needed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def layer_rows(model_config, model_devices: int) -> tuple[list[dict], int]:
+  """One dict per activation of the forward pass, and the total parameter count."""
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import AbstractMesh, AxisType
+
+  from alexnet_jax import model as model_lib, sharding
+
+  spec = model_lib.AlexNetSpec.from_config(model_config)
+  if spec.towers % model_devices:
+    raise SystemExit(f"alexnet_jax: model.towers={spec.towers} cannot be split over mesh.model={model_devices}")
+  mesh = AbstractMesh((1, model_devices), (sharding.DATA, sharding.MODEL), axis_types=(AxisType.Auto,) * 2)
+  params = {name: {"kernel": jax.ShapeDtypeStruct(k, jnp.float32), "bias": jax.ShapeDtypeStruct(b, jnp.float32)}
+            for name, (k, b) in spec.param_shapes().items()}
+  images = jax.ShapeDtypeStruct((1, spec.image_size, spec.image_size, 3), jnp.float32)
+  _, shapes = jax.eval_shape(lambda p, x: model_lib.apply(spec, mesh, p, x, capture=True), params, images)
+
+  layers = {l.name: l for l in model_lib.CONV_LAYERS + model_lib.DENSE_LAYERS}
+  per_device = spec.towers // model_devices
+  rows, previous_channels = [], 3
+  for name in model_lib.ACTIVATION_NAMES:
+    shape = tuple(shapes[name].shape[1:])
+    layer = layers.get(name)
+    row = {"layer": name, "shape": "x".join(map(str, shape)), "params": 0, "placement": "", "traffic": ""}
+    if layer is not None:
+      kernel, bias = spec.param_shapes()[name]
+      row["params"] = int(np.prod(kernel) + np.prod(bias))
+      towers = ", ".join(f"t{t}->dev{t // per_device}" for t in range(spec.towers))
+      row["placement"] = f"{spec.towers} x {int(np.prod(kernel[1:]) + np.prod(bias[1:])):,} ({towers})"
+      reads_all = getattr(layer, "reads", model_lib.ALL) == model_lib.ALL
+      if reads_all and model_devices > 1:
+        row["traffic"] = f"gathers {previous_channels * (model_devices - 1) // model_devices:,} values/image"
+      elif reads_all or getattr(layer, "reads", None) == model_lib.IMAGE:
+        row["traffic"] = "reads all towers" if reads_all else "reads the image"
+      else:
+        row["traffic"] = "own tower only"
+    previous_channels = int(np.prod(shape))
+    rows.append(row)
+  return rows, spec.num_params()
+
+
+def format_table(rows: list[dict], total: int, title: str) -> str:
+  headers = {"layer": "layer", "shape": "output", "params": "parameters", "placement": "towers -> devices",
+             "traffic": "cross-device"}
+  cells = [{k: (f"{r[k]:,}" if k == "params" and r[k] else ("" if k == "params" else str(r[k]))) for k in headers}
+           for r in rows]
+  widths = {k: max(len(headers[k]), *(len(c[k]) for c in cells)) for k in headers}
+  line = lambda c: "  ".join(c[k].rjust(widths[k]) if k == "params" else c[k].ljust(widths[k]) for k in headers)
+  rule = "-" * len(line(headers))
+  return "\n".join([title, rule, line(headers), rule, *(line(c) for c in cells), rule,
+                    f"total parameters: {total:,}"])
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  rows, total = layer_rows(config.model, config.mesh.model)
+  print(format_table(rows, total, f"AlexNet: {config.model.towers} tower(s) on mesh.model={config.mesh.model}, "
+                                  f"{config.model.image_size}x{config.model.image_size} input"))
+  if config.mesh.model > 1:
+    print(f"each device on the model axis holds {total // config.mesh.model:,} parameters")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  FLAGS = flags.FLAGS
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.")
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

@@ -1,0 +1,276 @@
+"""Training and evaluation: the paper's loop, on any mesh, resumable from any checkpoint.
+
+Sections follow the data: Mesh -> Input pipeline -> Model & optimizer -> Update step -> Load checkpoint
+-> Evals -> Train loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from alexnet_jax import checkpointing, input_pipeline, metrics, optim, sharding, sources
+from alexnet_jax import model as model_lib
+from alexnet_jax.errors import TrainingError
+from alexnet_jax.model import AlexNet, AlexNetSpec
+
+State = dict  # {'step': int32 scalar, 'params': {...}, 'opt_state': optax state}
+
+
+# ----------------------------------------------------------------------------- Update step
+
+def make_train_step(spec: AlexNetSpec, mesh, tx: optax.GradientTransformation) -> Callable:
+  """``(state, batch, dropout_key) -> (state, metrics)``, jitted; donates ``state``."""
+
+  def train_step(state: State, batch: dict, dropout_key: jax.Array):
+    # Dropout masks from (seed, step): a resumed run draws the same masks as an uninterrupted one.
+    key = jax.random.fold_in(dropout_key, state["step"])
+
+    def loss_fn(params):
+      logits = model_lib.apply(spec, mesh, params, batch["image"], key)
+      return metrics.cross_entropy(logits, batch["label"]).mean(), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    step_metrics = {
+        "train_loss": loss,
+        "train_top1_error": metrics.top_k_wrong(logits, batch["label"], 1).mean(),
+        "learning_rate": optim.current_learning_rate(opt_state),
+        "param_norm": optax.tree.norm(params),
+    }
+    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, step_metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(spec: AlexNetSpec, mesh) -> Callable:
+  """``(params, batch) -> sums`` of loss and top-1/top-5 mistakes over the batch's unmasked examples."""
+
+  def eval_step(params, batch: dict):
+    logits = model_lib.apply(spec, mesh, params, batch["image"])
+    mask = batch["mask"].astype(jnp.float32)
+    return {
+        "loss": jnp.sum(metrics.cross_entropy(logits, batch["label"]) * mask),
+        "top1": jnp.sum(metrics.top_k_wrong(logits, batch["label"], 1) * mask),
+        "top5": jnp.sum(metrics.top_k_wrong(logits, batch["label"], 5) * mask),
+        "count": jnp.sum(mask),
+    }
+
+  return jax.jit(eval_step)
+
+
+def evaluate(eval_step: Callable, params, batches: Iterator[dict], mesh, global_batch: int) -> dict[str, float]:
+  """Loss and top-1/top-5 error over every eval image (sums stay on the device until the end)."""
+  totals = None
+  for local in batches:
+    sums = eval_step(params, sharding.global_batch(mesh, local, global_batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals["count"])
+  return {"eval_loss": totals["loss"] / count, "eval_top1_error": totals["top1"] / count,
+          "eval_top5_error": totals["top5"] / count, "eval_images": count}
+
+
+# ----------------------------------------------------------------------------- Setup
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything a run is built from, in the order the data flows."""
+  config: Any
+  mesh: Any
+  splits: sources.Splits
+  mean: np.ndarray
+  spec: AlexNetSpec
+  state: State
+  tx: optax.GradientTransformation
+  plateau: optim.PlateauSchedule | None
+  steps_per_epoch: int
+  num_steps: int
+  data_shard: tuple[int, int]
+
+  def eval_batches(self) -> Iterator[dict]:
+    index, count = self.data_shard
+    return input_pipeline.eval_batches(self.splits, self.mean, self.spec.image_size, self.config.batch_size,
+                                       index, count, self.config.data.pixel_scale)
+
+
+def steps_from(every: int, steps_per_epoch: int) -> int:
+  """A period in steps; -1 means once per epoch."""
+  return steps_per_epoch if every == -1 else every
+
+
+def build(config) -> Experiment:
+  # Mesh
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+  data_shard = sharding.process_data_shard(mesh)
+  if config.batch_size % mesh.shape[sharding.DATA]:
+    raise TrainingError(f"batch_size={config.batch_size} is not divisible by mesh.data={mesh.shape[sharding.DATA]}")
+
+  # Input pipeline
+  spec = AlexNetSpec.from_config(config.model)
+  splits = sources.load(config.data, spec.image_size)
+  if splits.num_classes != spec.num_classes:
+    raise TrainingError(f"the data has {splits.num_classes} classes but model.num_classes={spec.num_classes}")
+  mean = input_pipeline.mean_image(splits.train)
+  steps_per_epoch = len(splits.train) // config.batch_size
+  if steps_per_epoch < 1:
+    raise TrainingError(f"batch_size={config.batch_size} exceeds the {len(splits.train)} training images")
+  num_steps = config.num_train_steps if config.num_train_steps > 0 else int(config.num_epochs * steps_per_epoch)
+
+  # Model & optimizer
+  model = AlexNet(spec, rngs=nnx.Rngs(params=config.seed), mesh=mesh)
+  params = model.params()
+  tx, plateau = optim.make_optimizer(config.optimizer, steps_per_epoch, num_steps)
+  state = sharding.on_mesh(mesh, {"step": jnp.zeros((), jnp.int32), "params": params,
+                                   "opt_state": jax.jit(tx.init)(params)})
+  return Experiment(config, mesh, splits, mean, spec, state, tx, plateau, steps_per_epoch, num_steps, data_shard)
+
+
+def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter) -> int:
+  """Loads the latest checkpoint into ``exp`` (and moves ``train_iter``); returns its step or 0."""
+  step = ckpt.latest_step()
+  if step is None:
+    return 0
+  exp.state, meta = ckpt.restore(step, checkpointing.abstract_like(exp.state), train_iter)
+  if exp.plateau is not None and meta.get("plateau"):
+    exp.plateau.load_state_dict(meta["plateau"])
+  return step
+
+
+# ----------------------------------------------------------------------------- Train loop
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks between steps (save, then exit cleanly)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+  from tqdm import tqdm
+  interactive = sys.stderr.isatty()
+  return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+              mininterval=0.5 if interactive else 30.0)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  """Trains with periodic evaluation and checkpoints; resumes from ``workdir/checkpoints`` if present.
+
+  Returns the last evaluation's metrics.
+  """
+  exp = build(config)
+  is_main = jax.process_index() == 0
+  index, count = exp.data_shard
+  train_iter = input_pipeline.train_iterator(exp.splits, exp.mean, config, index, count)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoints_to_keep)
+
+  # Load checkpoint
+  start_step = restore_latest(exp, ckpt, train_iter)
+  writer = metrics.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+  if is_main:
+    print(f"alexnet_jax: {exp.spec.num_params():,} parameters; mesh {dict(exp.mesh.shape)}; "
+          f"{len(exp.splits.train):,} training images ({exp.steps_per_epoch} steps/epoch); "
+          f"{'resuming at step ' + str(start_step) if start_step else 'starting'}; {exp.num_steps} steps",
+          flush=True)
+
+  train_step = make_train_step(exp.spec, exp.mesh, exp.tx)
+  eval_step = make_eval_step(exp.spec, exp.mesh)
+  dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+  log_every = steps_from(config.log_every_steps, exp.steps_per_epoch)
+  eval_every = steps_from(config.eval_every_steps, exp.steps_per_epoch)
+  checkpoint_every = steps_from(config.checkpoint_every_steps, exp.steps_per_epoch)
+
+  def save(step: int) -> None:
+    meta = {"plateau": exp.plateau.state_dict() if exp.plateau else None, "step": step}
+    ckpt.save(step, exp.state, train_iter, meta)
+
+  preemption = _Preemption()
+  progress = _progress(exp.num_steps, start_step, is_main)
+  pending, last_eval, tick, tick_step = [], {}, time.perf_counter(), start_step
+  try:
+    for step in range(start_step + 1, exp.num_steps + 1):
+      batch = sharding.global_batch(exp.mesh, next(train_iter), config.batch_size)
+      exp.state, step_metrics = train_step(exp.state, batch, dropout_key)
+      pending.append(step_metrics)
+      progress.update(1)
+
+      if step % log_every == 0 or step == exp.num_steps:
+        host = jax.device_get(pending)  # the only host sync of the training steps
+        pending = []
+        summary = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        if not math.isfinite(summary["train_loss"]):
+          raise TrainingError(f"training loss is {summary['train_loss']} at step {step}; stopping without "
+                              f"saving, the last good checkpoint is step {ckpt.latest_step()}")
+        now = time.perf_counter()
+        summary["images_per_sec"] = (step - tick_step) * config.batch_size / (now - tick)
+        tick, tick_step = now, step
+        writer.write(step, summary)
+        progress.set_postfix(loss=f"{summary['train_loss']:.3f}", lr=f"{summary['learning_rate']:.2g}",
+                             img_s=f"{summary['images_per_sec']:.0f}")
+
+      if step % eval_every == 0 or step == exp.num_steps:
+        last_eval = evaluate(eval_step, exp.state["params"], exp.eval_batches(), exp.mesh, config.batch_size)
+        if exp.plateau is not None:
+          learning_rate = exp.plateau.update(last_eval["eval_top1_error"])
+          exp.state["opt_state"] = optim.with_learning_rate(exp.state["opt_state"], learning_rate)
+        writer.write(step, last_eval)
+        progress.write(f"step {step}: eval top-1 error {last_eval['eval_top1_error']:.2%}, "
+                       f"top-5 {last_eval['eval_top5_error']:.2%}, loss {last_eval['eval_loss']:.4f}")
+        tick = time.perf_counter()  # evaluation time is not training throughput
+
+      if step % checkpoint_every == 0 or step == exp.num_steps:
+        save(step)
+      if preemption.requested:
+        save(step)
+        progress.write(f"SIGTERM: saved a checkpoint at step {step}; exiting")
+        break
+  finally:
+    progress.close()
+    preemption.restore()
+    ckpt.close()
+    writer.close()
+    if hasattr(train_iter, "close"):
+      train_iter.close()
+  return last_eval
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
+  """``--mode=eval``: the latest checkpoint's metrics on the eval split."""
+  exp = build(config)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoints_to_keep)
+  index, count = exp.data_shard
+  train_iter = input_pipeline.train_iterator(exp.splits, exp.mean, config, index, count)
+  try:
+    step = restore_latest(exp, ckpt, train_iter)
+    if step == 0:
+      raise TrainingError(f"no checkpoint in {ckpt.directory} to evaluate")
+    result = evaluate(make_eval_step(exp.spec, exp.mesh), exp.state["params"], exp.eval_batches(), exp.mesh,
+                      config.batch_size)
+  finally:
+    ckpt.close()
+    if hasattr(train_iter, "close"):
+      train_iter.close()
+  if jax.process_index() == 0:
+    print(f"step {step}: eval top-1 error {result['eval_top1_error']:.2%}, "
+          f"top-5 {result['eval_top5_error']:.2%}, loss {result['eval_loss']:.4f} "
+          f"({int(result['eval_images'])} images)")
+  return result

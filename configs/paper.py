@@ -1,0 +1,70 @@
+"""The paper's setup: Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep Convolutional
+Neural Networks", NIPS 2012. Each value carries the section it comes from.
+
+    python -m alexnet_jax.main --config=configs/paper.py --workdir=runs/paper
+
+Expected (paper, single model, ILSVRC-2012 val, 10 crops): 40.7% top-1, 18.2% top-5 error.
+Where the code interprets or departs from the paper: the README's deviation table.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # §5: "We trained our models using stochastic gradient descent with a batch size of 128 examples".
+  config.batch_size = 128
+  # §5: "roughly 90 cycles through the training set of 1.2 million images".
+  config.num_epochs = 90
+  config.num_train_steps = -1          # -1: from num_epochs
+  config.log_every_steps = 100
+  config.eval_every_steps = -1         # -1: once per epoch (the plateau schedule watches these evals)
+  config.checkpoint_every_steps = 2000
+  config.checkpoints_to_keep = 3
+
+  # §3.2: the net is spread across two GPUs -> two towers on the mesh axis `model`; data parallel over the rest.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1                # -1: all devices that `model` leaves
+  config.mesh.model = 2
+
+  config.model = ml_collections.ConfigDict()
+  config.model.num_classes = 1000      # §2: ILSVRC-2012, 1000 classes
+  config.model.image_size = 224        # §3.5: "224x224x3 input image" (conv1 padding below gives 55x55)
+  config.model.towers = 2              # §3.2: half of the kernels on each GPU
+  config.model.conv_features = (96, 256, 384, 384, 256)  # §3.5: conv1..conv5 kernels
+  config.model.fc_features = (4096, 4096)                # §3.5: fc6, fc7 neurons
+  config.model.conv1_padding = (2, 1)  # not in the paper: pads 224 so that 11x11/4 gives 55x55 (README)
+  config.model.lrn = True              # §3.3: local response normalisation after conv1 and conv2
+  config.model.lrn_size = 5            # §3.3: n = 5
+  config.model.lrn_k = 2.0             # §3.3: k = 2
+  config.model.lrn_alpha = 1e-4        # §3.3: alpha = 10^-4 (not divided by n)
+  config.model.lrn_beta = 0.75         # §3.3: beta = 0.75
+  config.model.lrn_scope = "tower"     # §3.3 with §3.2: each GPU normalises its own kernel maps
+  config.model.overlap_pool = True     # §3.4: overlapping pooling, z = 3, s = 2
+  config.model.dropout_rate = 0.5      # §4.2: dropout 0.5 in fc6 and fc7
+  config.model.init = "paper"          # §5: weights from N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
+  config.model.init_std = 0.01
+  config.model.dtype = "float32"       # compute dtype; parameters are always float32
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 0.01   # §5: "initialized at 0.01"
+  config.optimizer.momentum = 0.9         # §5: momentum 0.9
+  config.optimizer.weight_decay = 5e-4    # §5: weight decay 0.0005, inside the update rule
+  config.optimizer.decay_biases = False   # not in the paper: decay applies to weights w only (README)
+  config.optimizer.schedule = "plateau"   # §5: "divide the learning rate by 10 when the validation error
+  config.optimizer.factor = 0.1           #      rate stopped improving ... reduced three times"
+  config.optimizer.patience = 2           # not in the paper: evals without improvement before a reduction
+  config.optimizer.max_reductions = 3
+  config.optimizer.min_improvement = 0.0
+  config.optimizer.step_epochs = (30, 60, 80)  # only for schedule="step"
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "tfds"          # §2: ImageNet (ILSVRC-2012)
+  config.data.name = "imagenet2012"
+  config.data.data_dir = ""            # "": TFDS's default
+  config.data.num_workers = 8
+  config.data.random_flip = True       # §4.1: horizontal reflections
+  config.data.pixel_scale = 1.0        # §2: raw pixel values (0..255) minus the mean image
+  return config

@@ -1,0 +1,32 @@
+"""Four simulated CPU devices for every test (set before JAX starts), and shared small configs."""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+
+import pytest  # noqa: E402
+
+# A narrow AlexNet with every structural feature of the paper's (towers, LRN, overlapping pooling,
+# dropout, the cross-tower layers) that compiles and runs in seconds on a CPU.
+TINY_MODEL = dict(num_classes=10, image_size=64, conv_features=(8, 16, 16, 16, 16), fc_features=(32, 32))
+
+
+@pytest.fixture
+def tiny_demo_config():
+  import demo
+
+  config = demo.get_config()
+  config.model.update(TINY_MODEL)
+  config.batch_size = 16
+  config.num_train_steps = 6
+  config.log_every_steps = 1
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.optimizer.schedule = "plateau"
+  config.optimizer.patience = 1
+  return config

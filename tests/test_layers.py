@@ -1,0 +1,87 @@
+"""Layer primitives against direct implementations of their definitions."""
+
+import jax
+import jax.test_util  # noqa: F401  (check_grads)
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from alexnet_jax import layers
+
+
+def lrn_by_the_formula(a, n, k, alpha, beta):
+  """Paper §3.3, term by term: b_i = a_i / (k + alpha * sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j^2)^beta."""
+  a = np.asarray(a, np.float64)
+  channels = a.shape[-1]
+  b = np.empty_like(a)
+  for i in range(channels):
+    lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)
+    total = np.zeros(a.shape[:-1])
+    for j in range(lo, hi + 1):
+      total += a[..., j] ** 2
+    b[..., i] = a[..., i] / (k + alpha * total) ** beta
+  return b
+
+
+@pytest.mark.parametrize("channels", [1, 3, 7, 48])
+def test_lrn_matches_the_paper_formula(channels):
+  a = np.random.default_rng(channels).normal(scale=30.0, size=(2, 3, 4, channels)).astype(np.float32)
+  got = layers.local_response_norm(jnp.asarray(a), size=5, k=2.0, alpha=1e-4, beta=0.75)
+  np.testing.assert_allclose(np.asarray(got), lrn_by_the_formula(a, 5, 2.0, 1e-4, 0.75), rtol=1e-5)
+
+
+def test_lrn_alpha_is_not_divided_by_n():
+  # One channel of value 10: the window holds just it, so b = 10 / (2 + 1e-4 * 100) ** 0.75 by hand.
+  got = layers.local_response_norm(jnp.full((1, 1, 1, 1), 10.0), size=5, k=2.0, alpha=1e-4, beta=0.75)
+  assert float(got.squeeze()) == pytest.approx(10.0 / 2.01 ** 0.75, rel=1e-6)
+
+
+def test_lrn_gradient_matches_finite_differences():
+  a = jnp.asarray(np.random.default_rng(0).normal(scale=20.0, size=(1, 2, 2, 6)))
+  f = lambda x: jnp.sum(jnp.sin(layers.local_response_norm(x, size=5, k=2.0, alpha=1e-2, beta=0.75)))
+  jax.test_util.check_grads(f, (a,), order=1, modes=["rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
+
+
+def test_tower_lrn_normalises_each_tower_separately():
+  a = np.random.default_rng(1).normal(scale=30.0, size=(2, 2, 2, 8)).astype(np.float32)
+  got = np.asarray(layers.tower_local_response_norm(jnp.asarray(a), 2, size=5, k=2.0, alpha=1e-4, beta=0.75))
+  for t in range(2):
+    np.testing.assert_allclose(got[..., 4 * t:4 * t + 4], lrn_by_the_formula(a[..., 4 * t:4 * t + 4], 5, 2.0, 1e-4, 0.75),
+                               rtol=1e-5)
+
+
+def _conv(x, kernel, stride, padding):
+  return lax.conv_general_dilated(x, kernel, (stride, stride), (padding, padding),
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("own_tower_input", [True, False])
+def test_tower_conv_equals_one_conv_per_tower(own_tower_input):
+  rng = np.random.default_rng(2)
+  towers, cin, cout = 2, 3, 4
+  x = jnp.asarray(rng.normal(size=(2, 9, 9, towers * cin if own_tower_input else 5)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(towers, 3, 3, cin if own_tower_input else 5, cout)), jnp.float32)
+  bias = jnp.asarray(rng.normal(size=(towers, cout)), jnp.float32)
+  got = layers.tower_conv(x, kernel, bias, stride=2, padding=(1, 1), own_tower_input=own_tower_input)
+  for t in range(towers):
+    tower_input = x[..., t * cin:(t + 1) * cin] if own_tower_input else x
+    want = _conv(tower_input, kernel[t], 2, (1, 1)) + bias[t]
+    np.testing.assert_allclose(got[..., t * cout:(t + 1) * cout], want, rtol=1e-5, atol=1e-5)
+
+
+def test_tower_dense_equals_one_matmul_per_tower():
+  rng = np.random.default_rng(3)
+  x, kernel, bias = rng.normal(size=(3, 5)), rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 4))
+  got = layers.tower_dense(jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(bias))
+  want = np.concatenate([x @ kernel[t] + bias[t] for t in range(2)], axis=-1)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_overlapping_and_traditional():
+  x = jnp.arange(49, dtype=jnp.float32).reshape(1, 7, 7, 1)
+  overlapping = layers.max_pool(x, window=3, stride=2)  # windows start at 0, 2, 4 and end at 2, 4, 6
+  assert overlapping.shape == (1, 3, 3, 1)
+  np.testing.assert_array_equal(overlapping[0, :, :, 0], [[16, 18, 20], [30, 32, 34], [44, 46, 48]])
+  traditional = layers.max_pool(x, window=2, stride=2)
+  np.testing.assert_array_equal(traditional[0, :, :, 0], [[8, 10, 12], [22, 24, 26], [36, 38, 40]])

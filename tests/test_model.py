@@ -1,0 +1,118 @@
+"""The paper's network: its size, shapes, initialisation and tower wiring."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import lax
+
+import paper
+from alexnet_jax import layers, model as model_lib
+from alexnet_jax.errors import ConfigError
+from alexnet_jax.model import AlexNet, AlexNetSpec
+from conftest import TINY_MODEL
+
+
+@pytest.fixture(scope="module")
+def paper_model():
+  return AlexNet(paper.get_config().model, rngs=nnx.Rngs(0))
+
+
+def test_paper_parameter_count(paper_model):
+  leaves = jax.tree.leaves(paper_model.params())
+  assert sum(x.size for x in leaves) == 60_965_224  # the paper's total (DESIGN.md; §3.5's layer sizes)
+  assert AlexNetSpec.from_config(paper.get_config().model).num_params() == 60_965_224
+
+
+def test_one_tower_parameter_count_by_hand():
+  # towers=1: conv2, conv4 and conv5 see all maps of the layer below, so they are twice as large.
+  spec = AlexNetSpec.from_config({**paper.get_config().model, "towers": 1})
+  by_hand = ((11 * 11 * 3 * 96 + 96) + (5 * 5 * 96 * 256 + 256) + (3 * 3 * 256 * 384 + 384)
+             + (3 * 3 * 384 * 384 + 384) + (3 * 3 * 384 * 256 + 256) + (6 * 6 * 256 * 4096 + 4096)
+             + (4096 * 4096 + 4096) + (4096 * 1000 + 1000))
+  assert spec.num_params() == by_hand == 62_378_344
+
+
+def test_paper_activation_sizes(paper_model):
+  paper_model.eval()
+  acts = paper_model.activations(np.zeros((1, 224, 224, 3), np.float32))
+  shapes = {name: tuple(a.shape[1:]) for name, a in acts.items()}
+  # The paper's sizes (§3.5 and Figure 2; DESIGN.md): 55x55x96 -> 27x27x96 -> 27x27x256 -> 13x13x256 ...
+  assert shapes == {
+      "conv1": (55, 55, 96), "pool1": (27, 27, 96), "conv2": (27, 27, 256), "pool2": (13, 13, 256),
+      "conv3": (13, 13, 384), "conv4": (13, 13, 384), "conv5": (13, 13, 256), "pool5": (6, 6, 256),
+      "fc6": (4096,), "fc7": (4096,), "fc8": (1000,)}
+
+
+def test_paper_initialisation(paper_model):
+  params = paper_model.params()
+  paper_bias = {"conv1": 0, "conv2": 1, "conv3": 0, "conv4": 1, "conv5": 1, "fc6": 1, "fc7": 1, "fc8": 0}  # §5
+  for name, value in paper_bias.items():
+    kernel, bias = np.asarray(params[name]["kernel"]), np.asarray(params[name]["bias"])
+    assert np.all(bias == value), name
+    # N(0, 0.01): with >= 34,848 draws, the sample std is within 2% and the mean within 5 standard errors.
+    assert kernel.std() == pytest.approx(0.01, rel=0.02), name
+    assert abs(kernel.mean()) < 5 * 0.01 / np.sqrt(kernel.size), name
+  # Every split layer has its leading tower axis, fc8 included.
+  assert {name: p["kernel"].shape[0] for name, p in params.items()} == {name: 2 for name in paper_bias}
+
+
+def _conv(x, kernel, stride, padding):
+  return lax.conv_general_dilated(x, kernel, (stride, stride), (padding, padding),
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def two_gpu_reference(params, x, spec):
+  """The paper's Figure 2 written out GPU by GPU, as lists of per-GPU tensors (no tower axis tricks)."""
+  p = {n: {k: np.asarray(v) for k, v in d.items()} for n, d in params.items()}
+  lrn = lambda a: layers.local_response_norm(a, size=5, k=2.0, alpha=1e-4, beta=0.75)
+  pool = lambda a: layers.max_pool(a, window=3, stride=2)
+  gpus = range(2)
+  h = [pool(lrn(jax.nn.relu(_conv(x, p["conv1"]["kernel"][g], 4, (2, 1)) + p["conv1"]["bias"][g]))) for g in gpus]
+  h = [pool(lrn(jax.nn.relu(_conv(h[g], p["conv2"]["kernel"][g], 1, (2, 2)) + p["conv2"]["bias"][g]))) for g in gpus]
+  both = jnp.concatenate(h, axis=-1)  # conv3 reads both GPUs
+  h = [jax.nn.relu(_conv(both, p["conv3"]["kernel"][g], 1, (1, 1)) + p["conv3"]["bias"][g]) for g in gpus]
+  h = [jax.nn.relu(_conv(h[g], p["conv4"]["kernel"][g], 1, (1, 1)) + p["conv4"]["bias"][g]) for g in gpus]
+  h = [pool(jax.nn.relu(_conv(h[g], p["conv5"]["kernel"][g], 1, (1, 1)) + p["conv5"]["bias"][g])) for g in gpus]
+  flat = jnp.concatenate(h, axis=-1).reshape(x.shape[0], -1)
+  for name in ("fc6", "fc7"):
+    flat = jnp.concatenate([jax.nn.relu(flat @ p[name]["kernel"][g] + p[name]["bias"][g]) for g in gpus], axis=-1)
+  return jnp.concatenate([flat @ p["fc8"]["kernel"][g] + p["fc8"]["bias"][g] for g in gpus], axis=-1)
+
+
+def test_forward_equals_the_two_gpu_wiring_written_out():
+  spec = AlexNetSpec.from_config(TINY_MODEL)
+  model = AlexNet(spec, rngs=nnx.Rngs(3))
+  model.load_params(jax.tree.map(lambda a: a * 30, model.params()))  # larger weights: LRN and ReLUs matter
+  model.eval()
+  x = np.random.default_rng(0).normal(scale=50, size=(3, 64, 64, 3)).astype(np.float32)
+  np.testing.assert_allclose(model(x), two_gpu_reference(model.params(), x, spec), rtol=1e-4, atol=1e-4)
+
+
+def test_training_mode_needs_a_dropout_key_and_drops_units():
+  model = AlexNet(TINY_MODEL, rngs=nnx.Rngs(0))
+  x = np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype(np.float32)
+  with pytest.raises(ValueError, match="dropout_key"):
+    model(x)
+  a, b = model(x, dropout_key=jax.random.key(1)), model(x, dropout_key=jax.random.key(2))
+  assert not np.allclose(a, b)
+  model.eval()
+  np.testing.assert_array_equal(model(x), model(x))
+
+
+def test_fc6_input_follows_the_image_size():
+  spec = AlexNetSpec.from_config({**TINY_MODEL, "image_size": 96})
+  # 96 -> conv1 23 -> pool 11 -> conv2 11 -> pool 5 -> conv3-5 5 -> pool 2: fc6 reads 2*2*16 values.
+  assert spec.param_shapes()["fc6"][0] == (2, 2 * 2 * 16, 16)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"towers": 3}, "not divisible into model.towers=3"),
+    ({"image_size": 32}, "too small"),
+    ({"lrn_scope": "everywhere"}, "lrn_scope"),
+    ({"colour": True}, "unknown model config keys"),
+])
+def test_impossible_model_configs_are_refused(change, message):
+  with pytest.raises(ConfigError, match=message):
+    AlexNetSpec.from_config({**TINY_MODEL, **change})

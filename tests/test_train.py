@@ -1,0 +1,121 @@
+"""The training loop end to end on the demo data: metrics, evaluation of every image, exact resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import input_pipeline, metrics, sources, train
+from conftest import ROOT, TINY_MODEL
+
+
+def train_losses(workdir):
+  return {m["step"]: m["train_loss"] for m in metrics.read_metrics(workdir) if "train_loss" in m}
+
+
+def test_stopped_and_restarted_run_matches_an_uninterrupted_one(tiny_demo_config, tmp_path):
+  whole = str(tmp_path / "whole")
+  final = train.train_and_evaluate(tiny_demo_config, whole)
+
+  parts = str(tmp_path / "parts")
+  first = tiny_demo_config.copy_and_resolve_references()
+  first.num_train_steps = 3  # stops right after the step-3 checkpoint (and its eval)
+  train.train_and_evaluate(first, parts)
+  assert sorted(os.listdir(os.path.join(parts, "checkpoints")))[:1] == ["3"]
+  resumed = train.train_and_evaluate(tiny_demo_config, parts)
+
+  # Same losses at every step after the restart: params, momentum, learning rate, data order and
+  # dropout masks all continued where they stopped.
+  assert train_losses(parts) == train_losses(whole)
+  assert resumed == final
+  lines = metrics.read_metrics(parts)
+  assert [m["step"] for m in lines if "train_loss" in m] == [1, 2, 3, 4, 5, 6]  # no step logged twice
+
+
+def test_metrics_file_and_tensorboard_events(tiny_demo_config, tmp_path):
+  workdir = str(tmp_path)
+  tiny_demo_config.num_train_steps = 3
+  train.train_and_evaluate(tiny_demo_config, workdir)
+  lines = metrics.read_metrics(workdir)
+  assert all("step" in m for m in lines)
+  assert {"train_loss", "learning_rate", "images_per_sec"} <= set(lines[0])
+  evals = [m for m in lines if "eval_loss" in m]
+  assert evals and {"eval_top1_error", "eval_top5_error"} <= set(evals[-1])
+  assert evals[-1]["eval_images"] == 360  # every held-out digit, the last partial batch included
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+
+
+def test_eval_batches_cover_every_image_once_across_processes():
+  splits = sources.digits(64)
+  mean = input_pipeline.mean_image(splits.train)
+  seen = []
+  for process in range(3):
+    batches = list(input_pipeline.eval_batches(splits, mean, 64, 48, process, 3))
+    assert len(batches) == 8  # ceil(ceil(360 / 3) / 16): the same count on every process
+    for batch in batches:
+      seen.extend(batch["label"][batch["mask"]].tolist())
+  assert sorted(seen) == sorted(splits.eval.labels.tolist())
+
+
+def test_evaluation_counts_errors_like_numpy(tiny_demo_config):
+  # The device-side sums against top-k computed in numpy from the same logits.
+  exp = train.build(tiny_demo_config)
+  eval_step = train.make_eval_step(exp.spec, exp.mesh)
+  got = train.evaluate(eval_step, exp.state["params"], exp.eval_batches(), exp.mesh, tiny_demo_config.batch_size)
+  from alexnet_jax import model as model_lib
+  logits, labels = [], []
+  for batch in exp.eval_batches():
+    out = np.asarray(model_lib.apply(exp.spec, exp.mesh, exp.state["params"], batch["image"]))
+    logits.append(out[batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
+  logits, labels = np.concatenate(logits), np.concatenate(labels)
+  order = np.argsort(-logits, axis=1)
+  assert got["eval_top1_error"] == pytest.approx(np.mean(order[:, 0] != labels))
+  assert got["eval_top5_error"] == pytest.approx(np.mean([l not in o[:5] for l, o in zip(labels, order)]))
+  log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+  assert got["eval_loss"] == pytest.approx(-np.mean(log_probs[np.arange(len(labels)), labels]), rel=1e-5)
+
+
+def run_cli(*args, env=None):
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, **(env or {})})
+
+
+def tiny_flags():
+  flags = [f"--config.model.conv_features={','.join(map(str, TINY_MODEL['conv_features']))}",
+           f"--config.model.fc_features={','.join(map(str, TINY_MODEL['fc_features']))}"]
+  return ["--config=configs/demo.py", "--config.batch_size=16", *flags]
+
+
+def test_cli_trains_resumes_and_evaluates(tmp_path):
+  workdir = str(tmp_path / "run")
+  done = run_cli("alexnet_jax.main", *tiny_flags(), f"--workdir={workdir}", "--config.num_train_steps=4",
+                 "--config.checkpoint_every_steps=2")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int)[-1] == "4"
+  evaluated = run_cli("alexnet_jax.main", *tiny_flags(), f"--workdir={workdir}", "--mode=eval")
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert "step 4: eval top-1 error" in evaluated.stdout and "(360 images)" in evaluated.stdout
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.model.towers=3", "not divisible into model.towers=3"),
+    ("--config.mesh.model=3", "mesh.model=3 must divide"),
+    ("--config.model.num_classes=12", "the data has 10 classes but model.num_classes=12"),
+])
+def test_cli_impossible_configs_give_one_line(tmp_path, flag, message):
+  done = run_cli("alexnet_jax.main", *tiny_flags(), f"--workdir={tmp_path}", flag)
+  assert done.returncode != 0
+  assert "Traceback" not in done.stderr
+  assert f"alexnet_jax: " in done.stderr and message in done.stderr.strip().splitlines()[-1]
+
+
+def test_summary_prints_the_paper_total():
+  done = run_cli("alexnet_jax.summary", "--config=configs/paper.py")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "total parameters: 60,965,224" in done.stdout
+  assert "55x55x96" in done.stdout and "6x6x256" in done.stdout
