@@ -48,6 +48,9 @@ def layer_rows(model_config, model_devices: int) -> tuple[list[dict], int]:
         row["traffic"] = "own tower only"
     previous_channels = int(np.prod(shape))
     rows.append(row)
+  softmax_traffic = (f"gathers {previous_channels * (model_devices - 1) // model_devices:,} values/image"
+                     if model_devices > 1 else "reads all towers")
+  rows.append({"layer": "softmax", "shape": rows[-1]["shape"], "params": 0, "placement": "", "traffic": softmax_traffic})
   return rows, spec.num_params()
 
 

@@ -116,3 +116,16 @@ def test_fc6_input_follows_the_image_size():
 def test_impossible_model_configs_are_refused(change, message):
   with pytest.raises(ConfigError, match=message):
     AlexNetSpec.from_config({**TINY_MODEL, **change})
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_logits():
+  spec = AlexNetSpec.from_config(TINY_MODEL)
+  full = AlexNet(spec, rngs=nnx.Rngs(0))
+  half = AlexNet(AlexNetSpec.from_config({**TINY_MODEL, "dtype": "bfloat16"}), rngs=nnx.Rngs(0))
+  assert {x.dtype for x in jax.tree.leaves(half.params())} == {jnp.dtype("float32")}
+  full.eval(), half.eval()
+  x = np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype(np.float32)
+  a, b = full(x), half(x)
+  assert b.dtype == jnp.float32
+  # bfloat16 keeps 8 bits of mantissa: agreement to a few percent of the logits' scale.
+  assert np.abs(np.asarray(a) - np.asarray(b)).max() < 0.05 * np.abs(np.asarray(a)).max()

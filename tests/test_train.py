@@ -119,3 +119,24 @@ def test_summary_prints_the_paper_total():
   assert done.returncode == 0, done.stderr[-3000:]
   assert "total parameters: 60,965,224" in done.stdout
   assert "55x55x96" in done.stdout and "6x6x256" in done.stdout
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  import signal
+  import time
+
+  workdir = tmp_path / "run"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "alexnet_jax.main", *tiny_flags(), f"--workdir={workdir}",
+       "--config.num_train_steps=100000", "--config.checkpoint_every_steps=100000", "--config.eval_every_steps=100000"],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text().strip():
+    assert process.poll() is None and time.time() < deadline, process.communicate()[1][-3000:]
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  stdout, stderr = process.communicate(timeout=120)
+  assert process.returncode == 0, stderr[-3000:]
+  saved = [int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit()]
+  assert len(saved) == 1 and 0 < saved[0] < 100000
+  assert f"SIGTERM: saved a checkpoint at step {saved[0]}" in stdout
