@@ -1,7 +1,8 @@
 """The data path's host half: source -> grain pipeline -> this process's slice of each global batch.
 
-Training batches: shuffled anew every pass, augmented, ``batch_size / process_count`` images per process;
-the grain iterator's state goes into every checkpoint so a resumed run sees exactly the next batch.
+Training batches: shuffled anew every pass, augmented, ``batch_size / shards`` images per data shard;
+the same global batches whatever the number of processes. The grain iterator's state goes into every
+checkpoint so a resumed run sees exactly the next batch.
 Eval batches: every image exactly once; the last batch is padded and carries a ``mask``.
 """
 
@@ -37,16 +38,38 @@ def local_batch_size(global_batch: int, process_count: int) -> int:
   return global_batch // process_count
 
 
-def train_iterator(splits: Splits, mean: np.ndarray, config, process_index: int = 0,
-                   process_count: int = 1) -> grain.DatasetIterator:
-  """Endless augmented training batches for this process; ``get_state()``/``set_state()`` resume it."""
-  ds = grain.MapDataset.source(splits.train)
-  if process_count > 1:
-    ds = ds[process_index::process_count]
-  ds = (ds.seed(config.seed).shuffle().repeat()  # repeat() reshuffles every pass
-        .random_map(augment.RandomCropFlip(mean, config.model.image_size, flip=config.data.random_flip,
-                                           scale=config.data.pixel_scale))
-        .batch(local_batch_size(config.batch_size, process_count), drop_remainder=True))
+class _GlobalStreamElement(grain.transforms.Map):
+  """Local position j -> the augmented element at that place in the *global* stream of examples.
+
+  The global stream is the training set shuffled anew every pass; global batch b holds stream elements
+  ``[b*B, (b+1)*B)``, and data shard p takes ``L = B / count`` of them. The order and the augmentation
+  depend only on (seed, pass, record), never on how many processes share the batch.
+  """
+
+  def __init__(self, source, order, augment, seed: int, global_batch: int, local_batch: int, shard: int):
+    self.source, self.order, self.augment, self.seed = source, order, augment, seed
+    self.global_batch, self.local_batch, self.shard = global_batch, local_batch, shard
+
+  def map(self, position: int) -> dict:
+    batch, offset = divmod(position, self.local_batch)
+    k = batch * self.global_batch + self.shard * self.local_batch + offset
+    epoch, record = k // len(self.source), self.order[k]
+    rng = np.random.default_rng((self.seed, epoch, record))
+    return self.augment.random_map(self.source[record], rng)
+
+
+def train_iterator(splits: Splits, mean: np.ndarray, config, shard_index: int = 0,
+                   shard_count: int = 1) -> grain.DatasetIterator:
+  """Endless augmented training batches, this data shard's slice of each global batch.
+
+  ``get_state()``/``set_state()`` resume it at the exact next batch.
+  """
+  local = local_batch_size(config.batch_size, shard_count)
+  order = grain.MapDataset.range(len(splits.train)).seed(config.seed).shuffle().repeat()  # reshuffled every pass
+  augment_fn = augment.RandomCropFlip(mean, config.model.image_size, flip=config.data.random_flip,
+                                      scale=config.data.pixel_scale)
+  element = _GlobalStreamElement(splits.train, order, augment_fn, config.seed, config.batch_size, local, shard_index)
+  ds = grain.MapDataset.range(2**62).map(element).batch(local, drop_remainder=True)
   it = ds.to_iter_dataset()
   if config.data.num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))

@@ -1,8 +1,12 @@
 """``python -m alexnet_jax.main --config=configs/paper.py --workdir=runs/paper [--config.KEY=VALUE ...]``
 
 Trains with periodic evaluation and checkpoints in ``WORKDIR/checkpoints`` and resumes from the latest
-one; ``--mode=eval`` evaluates the latest checkpoint.
+one; ``--mode=eval`` evaluates the latest checkpoint. Several processes (a GPU cluster, a TPU pod slice):
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` on each, or nothing on TPU pods and
+under SLURM, where JAX finds them itself.
 """
+
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -11,7 +15,30 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard events.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (resuming if possible) or evaluate the latest checkpoint.")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for multi-process runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _cluster_detected() -> bool:
+  """A multi-host TPU slice or a SLURM job of several tasks: jax.distributed finds the peers itself."""
+  slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
+  tpu_hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return slurm_tasks > 1 or "," in tpu_hosts
+
+
+def initialize_distributed() -> None:
+  import jax
+
+  explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
+  if any(v is not None for v in explicit):
+    if any(v is None for v in explicit):
+      raise app.UsageError("--coordinator_address, --num_processes and --process_id go together")
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  elif _cluster_detected():
+    jax.distributed.initialize()
 
 
 def main(argv):
@@ -21,6 +48,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax and grain log every save at INFO
   from alexnet_jax import errors, train  # after flag parsing: imports JAX
 
+  initialize_distributed()
   try:
     if FLAGS.mode == "eval":
       train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
@@ -30,5 +58,16 @@ def main(argv):
     raise SystemExit(f"alexnet_jax: {error}") from None
 
 
+def parse_flags(argv):
+  """absl's parser, but a bad flag or ``--config.KEY`` override ends in one line instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    raise SystemExit(f"alexnet_jax: {error}") from None
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    detail = " ".join(str(error).replace("\\n", " ").replace("\\'", "").strip("'\"").split())
+    raise SystemExit(f"alexnet_jax: bad config override: {detail}") from None
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

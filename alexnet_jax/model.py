@@ -262,14 +262,18 @@ class AlexNet(nnx.Module):
     if self.spec.towers % model_axis:
       raise ConfigError(f"model.towers={self.spec.towers} cannot be split over mesh.model={model_axis} devices")
     self.deterministic = False
-    placement = sharding.tower_sharding(self.mesh)
     biases = {l.name: l.bias for l in CONV_LAYERS + DENSE_LAYERS}
+    # Drawn straight into their shards (every process, every device makes only its own part); with
+    # JAX's partitionable threefry the values do not depend on the placement.
+    draw = jax.jit(lambda key, std, shape: std * jax.random.normal(key, shape, jnp.float32),
+                   static_argnums=2, out_shardings=sharding.tower_sharding(self.mesh))
+    fill = jax.jit(lambda value, shape: jnp.full(shape, value, jnp.float32),
+                   static_argnums=1, out_shardings=sharding.tower_sharding(self.mesh))
     for name, (kernel_shape, bias_shape) in self.spec.param_shapes().items():
-      # Paper §5: weights from N(0, 0.01); the same draw whatever the placement.
+      # Paper §5: weights from N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
       std = self.spec.init_std if self.spec.init == "paper" else np.sqrt(2.0 / np.prod(kernel_shape[1:-1]))
-      kernel = std * jax.random.normal(rngs.params(), kernel_shape, jnp.float32)
-      bias = jnp.full(bias_shape, biases[name] if self.spec.init == "paper" else 0.0, jnp.float32)
-      setattr(self, name, TowerLayer(jax.device_put(kernel, placement), jax.device_put(bias, placement)))
+      bias = biases[name] if self.spec.init == "paper" else 0.0
+      setattr(self, name, TowerLayer(draw(rngs.params(), std, kernel_shape), fill(bias, bias_shape)))
 
   def params(self) -> dict:
     """The parameters as a plain nested dict ``{layer: {'kernel', 'bias'}}`` (what training works on)."""

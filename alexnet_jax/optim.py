@@ -15,7 +15,7 @@ import math
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 
 from alexnet_jax.errors import ConfigError
@@ -48,7 +48,7 @@ def current_learning_rate(opt_state) -> jax.Array:
 def with_learning_rate(opt_state, learning_rate: float):
   """The same optimiser state with a new learning rate (same dtype and placement, so no recompile)."""
   old = opt_state.hyperparams["learning_rate"]
-  new = jax.device_put(jnp.asarray(learning_rate, old.dtype), old.sharding)
+  new = jax.device_put(np.asarray(learning_rate, old.dtype), old.sharding)  # from the host: valid on pods
   return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": new})
 
 

@@ -74,7 +74,8 @@ def on_mesh(mesh: Mesh, tree):
   def place(x):
     if isinstance(getattr(x, "sharding", None), NamedSharding) and x.sharding.mesh == mesh:
       return x
-    return jax.device_put(x, replicated(mesh))
+    # Through the host: a device_put of a one-device array onto devices of other processes is not allowed.
+    return jax.device_put(np.asarray(jax.device_get(x)), replicated(mesh))
   return jax.tree.map(place, tree)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from alexnet_jax import checkpointing, input_pipeline, metrics, optim, sharding, sources
+from alexnet_jax import checkpointing, input_pipeline, metrics, optim, sharding, sources, validation
 from alexnet_jax import model as model_lib
 from alexnet_jax.errors import TrainingError
 from alexnet_jax.model import AlexNet, AlexNetSpec
@@ -49,6 +49,8 @@ def make_train_step(spec: AlexNetSpec, mesh, tx: optax.GradientTransformation) -
         "train_top1_error": metrics.top_k_wrong(logits, batch["label"], 1).mean(),
         "learning_rate": optim.current_learning_rate(opt_state),
         "param_norm": optax.tree.norm(params),
+        # Not isfinite(param_norm): the norm of huge but finite weights overflows float32.
+        "params_finite": jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])),
     }
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, step_metrics
 
@@ -112,11 +114,11 @@ def steps_from(every: int, steps_per_epoch: int) -> int:
 
 
 def build(config) -> Experiment:
+  validation.validate(config, jax.device_count())  # before any data is read or anything compiled
+
   # Mesh
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
   data_shard = sharding.process_data_shard(mesh)
-  if config.batch_size % mesh.shape[sharding.DATA]:
-    raise TrainingError(f"batch_size={config.batch_size} is not divisible by mesh.data={mesh.shape[sharding.DATA]}")
 
   # Input pipeline
   spec = AlexNetSpec.from_config(config.model)
@@ -152,17 +154,40 @@ def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter
 # ----------------------------------------------------------------------------- Train loop
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps (save, then exit cleanly)."""
+  """SIGTERM -> save at a step boundary, then exit cleanly.
+
+  One process: a signal handler sets a flag the loop checks. Several processes: JAX's preemption
+  service (started by ``jax.distributed.initialize``) picks one step at which every process saves,
+  since a checkpoint is written by all of them together.
+  """
 
   def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._flag = False
+    self._multiprocess = jax.process_count() > 1
+    self._previous = None if self._multiprocess else signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
-    self.requested = True
+    self._flag = True
+
+  def requested(self, step: int) -> bool:
+    if self._multiprocess:
+      from jax.experimental import multihost_utils
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._flag
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(host_metrics: list[dict], first_step: int, last_good: int | None) -> None:
+  """Stops the run on the first non-finite loss or parameter norm, before anything is saved."""
+  for i, m in enumerate(host_metrics):
+    if not (math.isfinite(m["train_loss"]) and m["params_finite"]):
+      what = f"loss {m['train_loss']}" if not math.isfinite(m["train_loss"]) else "non-finite parameters"
+      kept = f"the last good checkpoint is step {last_good}" if last_good is not None else "no checkpoint yet"
+      raise TrainingError(f"training diverged at step {first_step + i} ({what}); stopped without saving, "
+                          f"{kept}")
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -199,13 +224,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   eval_every = steps_from(config.eval_every_steps, exp.steps_per_epoch)
   checkpoint_every = steps_from(config.checkpoint_every_steps, exp.steps_per_epoch)
 
+  preemption = _Preemption()
+  progress = _progress(exp.num_steps, start_step, is_main)
+  say = progress.write if is_main else (lambda message: None)
+  pending, last_eval, tick, tick_step = [], {}, time.perf_counter(), start_step
+
   def save(step: int) -> None:
+    _check_finite(jax.device_get(pending), step - len(pending) + 1, ckpt.latest_step())
     meta = {"plateau": exp.plateau.state_dict() if exp.plateau else None, "step": step}
     ckpt.save(step, exp.state, train_iter, meta)
 
-  preemption = _Preemption()
-  progress = _progress(exp.num_steps, start_step, is_main)
-  pending, last_eval, tick, tick_step = [], {}, time.perf_counter(), start_step
   try:
     for step in range(start_step + 1, exp.num_steps + 1):
       batch = sharding.global_batch(exp.mesh, next(train_iter), config.batch_size)
@@ -214,12 +242,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       progress.update(1)
 
       if step % log_every == 0 or step == exp.num_steps:
-        host = jax.device_get(pending)  # the only host sync of the training steps
+        host = jax.device_get(pending)  # the steps' only host sync, besides checkpoints
+        _check_finite(host, step - len(host) + 1, ckpt.latest_step())
         pending = []
-        summary = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-        if not math.isfinite(summary["train_loss"]):
-          raise TrainingError(f"training loss is {summary['train_loss']} at step {step}; stopping without "
-                              f"saving, the last good checkpoint is step {ckpt.latest_step()}")
+        summary = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "params_finite"}
         now = time.perf_counter()
         summary["images_per_sec"] = (step - tick_step) * config.batch_size / (now - tick)
         tick, tick_step = now, step
@@ -233,15 +259,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           learning_rate = exp.plateau.update(last_eval["eval_top1_error"])
           exp.state["opt_state"] = optim.with_learning_rate(exp.state["opt_state"], learning_rate)
         writer.write(step, last_eval)
-        progress.write(f"step {step}: eval top-1 error {last_eval['eval_top1_error']:.2%}, "
+        say(f"step {step}: eval top-1 error {last_eval['eval_top1_error']:.2%}, "
                        f"top-5 {last_eval['eval_top5_error']:.2%}, loss {last_eval['eval_loss']:.4f}")
         tick = time.perf_counter()  # evaluation time is not training throughput
 
       if step % checkpoint_every == 0 or step == exp.num_steps:
         save(step)
-      if preemption.requested:
+      if preemption.requested(step):
         save(step)
-        progress.write(f"SIGTERM: saved a checkpoint at step {step}; exiting")
+        say(f"SIGTERM: saved a checkpoint at step {step}; exiting")
         break
   finally:
     progress.close()

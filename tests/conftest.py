@@ -9,6 +9,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 
+import subprocess  # noqa: E402
+
 import pytest  # noqa: E402
 
 # A narrow AlexNet with every structural feature of the paper's (towers, LRN, overlapping pooling,
@@ -30,3 +32,18 @@ def tiny_demo_config():
   config.optimizer.schedule = "plateau"
   config.optimizer.patience = 1
   return config
+
+
+def run_cli(*args, env=None):
+  """``python -m <args>`` from the repository root; returns the CompletedProcess."""
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, **(env or {})})
+
+
+def tiny_flags():
+  """Command-line flags for the demo config with the tiny model."""
+  flags = [f"--config.model.conv_features={','.join(map(str, TINY_MODEL['conv_features']))}",
+           f"--config.model.fc_features={','.join(map(str, TINY_MODEL['fc_features']))}"]
+  return ["--config=configs/demo.py", "--config.batch_size=16", *flags]
+
+

@@ -1,0 +1,63 @@
+"""Checks a config against the devices before anything is loaded or compiled: one clear line per problem."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from alexnet_jax.errors import ConfigError
+
+# Every key a config may hold, by section. A key not listed is a typo or a stale name.
+KNOWN_KEYS = {
+    "": {"seed", "batch_size", "num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps",
+         "checkpoint_every_steps", "checkpoints_to_keep", "mesh", "model", "optimizer", "data"},
+    "mesh": {"data", "model"},
+    "optimizer": {"learning_rate", "momentum", "weight_decay", "decay_biases", "schedule", "factor", "patience",
+                  "max_reductions", "min_improvement", "step_epochs"},
+    "data": {"source", "name", "data_dir", "num_workers", "random_flip", "pixel_scale"},
+}
+
+
+def _check_keys(config) -> None:
+  from alexnet_jax.model import AlexNetSpec
+
+  known = {**KNOWN_KEYS, "model": {f.name for f in dataclasses.fields(AlexNetSpec)}}
+  for section, keys in known.items():
+    node = config if not section else config.get(section)
+    if node is None:
+      raise ConfigError(f"the config has no '{section}' section")
+    unknown = sorted(set(node.keys()) - keys)
+    if unknown:
+      where = f"{section}." if section else ""
+      raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+                        f"known: {', '.join(sorted(where + k for k in keys))}")
+
+
+def validate(config, num_devices: int) -> None:
+  """Raises ConfigError for the first impossible setting: unknown keys, mesh against ``num_devices``,
+  batch against the data axis, towers against the model axis, and the model's own constraints."""
+  from alexnet_jax.model import AlexNetSpec
+
+  _check_keys(config)
+  data, model = config.mesh.data, config.mesh.model
+  if model < 1 or num_devices % model:
+    raise ConfigError(f"mesh.model={model} must be a positive divisor of the {num_devices} available devices")
+  if data == -1:
+    data = num_devices // model
+  if data < 1 or data * model > num_devices:
+    raise ConfigError(f"mesh data={data} x model={model} needs {data * model} devices, "
+                      f"only {num_devices} available")
+  if config.model.towers % model:
+    raise ConfigError(f"model.towers={config.model.towers} cannot be split over mesh.model={model} devices "
+                      f"(each device on the model axis must hold whole towers)")
+  if config.batch_size < 1 or config.batch_size % data:
+    raise ConfigError(f"batch_size={config.batch_size} is not divisible by the data axis (mesh.data={data})")
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
+  for key in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+    if config[key] == 0 or config[key] < -1:
+      raise ConfigError(f"{key}={config[key]} must be positive, or -1 for once per epoch")
+  if config.optimizer.learning_rate <= 0:
+    raise ConfigError(f"optimizer.learning_rate={config.optimizer.learning_rate} must be positive")
+  if config.data.num_workers < 0:
+    raise ConfigError(f"data.num_workers={config.data.num_workers} must be >= 0")
+  AlexNetSpec.from_config(config.model)

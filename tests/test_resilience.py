@@ -1,0 +1,113 @@
+"""Preemption and failures: SIGKILL and SIGTERM followed by a restart continue bit for bit; a diverging
+run stops without touching its last good checkpoint; impossible configs stop with one line."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from alexnet_jax import metrics
+from conftest import ROOT, run_cli, tiny_flags
+
+ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+STEPS = 300
+RUN = [*tiny_flags(), f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=20",
+       "--config.eval_every_steps=100", "--config.log_every_steps=1"]
+
+
+def train_losses(workdir):
+  return {m["step"]: m["train_loss"] for m in metrics.read_metrics(str(workdir)) if "train_loss" in m}
+
+
+def complete_checkpoints(workdir):
+  directory = os.path.join(workdir, "checkpoints")
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  done = run_cli("alexnet_jax.main", *RUN, f"--workdir={workdir}", env=ONE_DEVICE)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return train_losses(workdir)
+
+
+def start(workdir):
+  return subprocess.Popen([sys.executable, "-m", "alexnet_jax.main", *RUN, f"--workdir={workdir}"], cwd=ROOT,
+                          env={**os.environ, **ONE_DEVICE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process, timeout=300):
+  deadline = time.time() + timeout
+  while not condition():
+    if process.poll() is not None:
+      raise AssertionError(f"the run ended early: {process.communicate()[1][-3000:]}")
+    assert time.time() < deadline, "timed out"
+    time.sleep(0.02)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_and_restarted_run_equals_the_uninterrupted_one(uninterrupted, tmp_path, signum):
+  process = start(tmp_path)
+  wait_for(lambda: complete_checkpoints(tmp_path), process)
+  process.send_signal(signum)
+  process.communicate(timeout=120)
+  stopped_at = max(train_losses(tmp_path))
+  assert stopped_at < STEPS, "the run finished before it could be interrupted"
+  if signum == signal.SIGTERM:
+    assert process.returncode == 0 and complete_checkpoints(tmp_path)[-1] == stopped_at  # saved where it stopped
+
+  restarted = run_cli("alexnet_jax.main", *RUN, f"--workdir={tmp_path}", env=ONE_DEVICE)
+  assert restarted.returncode == 0, restarted.stderr[-3000:]
+  assert "resuming at step" in restarted.stdout
+  assert not [n for n in os.listdir(tmp_path / "checkpoints") if "tmp" in n]  # half-written ones cleaned up
+  assert train_losses(tmp_path) == uninterrupted  # every step's loss, bit for bit
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+  # A learning rate of 1e30 drives the loss to inf/NaN within a few steps.
+  done = run_cli("alexnet_jax.main", *tiny_flags(), f"--workdir={tmp_path}", "--config.num_train_steps=50",
+                 "--config.checkpoint_every_steps=1", "--config.log_every_steps=5",
+                 "--config.optimizer.learning_rate=1e30", env=ONE_DEVICE)
+  assert done.returncode != 0 and "Traceback" not in done.stderr
+  assert "training diverged at step" in done.stderr
+  saved = complete_checkpoints(tmp_path)
+  assert saved, done.stderr[-2000:]
+
+  import orbax.checkpoint as ocp
+  restored = ocp.CheckpointManager(os.path.join(tmp_path, "checkpoints")).restore(
+      saved[-1], args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(restored["state"]["params"])]
+  assert all(np.all(np.isfinite(x)) for x in leaves)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.model.towers=3"], "not divisible into model.towers=3"),
+    (["--config.mesh.model=3"], "mesh.model=3 must be a positive divisor of the 4 available devices"),
+    (["--config.mesh.data=4", "--config.mesh.model=2"], "needs 8 devices, only 4 available"),
+    (["--config.model.towers=1", "--config.mesh.model=2"], "model.towers=1 cannot be split over mesh.model=2"),
+    (["--config.batch_size=18"], "batch_size=18 is not divisible by the data axis (mesh.data=4)"),
+    (["--config.model.num_classes=12"], "the data has 10 classes but model.num_classes=12"),
+    (["--config.eval_every_steps=0"], "eval_every_steps=0 must be positive"),
+    (["--config.optimizer.weight_decey=0.1"], 'Did you mean "weight_decay"'),
+    (["--config.batch_size=abc"], "--config.batch_size=abc: invalid literal"),
+])
+def test_impossible_configs_give_one_line(tmp_path, flags, message):
+  done = run_cli("alexnet_jax.main", *tiny_flags(), f"--workdir={tmp_path}", *flags)
+  assert done.returncode != 0
+  assert "Traceback" not in done.stderr
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("alexnet_jax: ") and message in last
+
+
+def test_unknown_config_keys_are_named(tmp_path):
+  config = tmp_path / "typo.py"
+  config.write_text("import sys; sys.path.insert(0, 'configs')\nimport demo\n\n"
+                    "def get_config():\n  c = demo.get_config()\n  c.optimizer.weight_decey = 0.1\n  return c\n")
+  done = run_cli("alexnet_jax.main", f"--config={config}", f"--workdir={tmp_path / 'run'}")
+  assert done.returncode != 0 and "Traceback" not in done.stderr
+  assert "unknown config key(s) optimizer.weight_decey" in done.stderr.strip().splitlines()[-1]
