@@ -1,48 +1,51 @@
-"""Per-image preprocessing on the host workers (paper §2 and §4.1): crops, flips, mean subtraction.
+"""Per-image augmentation on the host workers (paper §4.1 and §4.1's test procedure).
 
-Pixels stay on the paper's 0..255 scale (minus the mean) unless ``scale`` says otherwise.
-Each transform maps ``{'image': uint8 [S, S, 3], 'label'}`` to ``{'image': float32 [s, s, 3], 'label'}``.
-Random transforms draw from the numpy Generator grain derives from (seed, record index), so the
-augmentation of every image in every pass is fixed by ``config.seed``.
+The host cuts uint8 crops (and mirrors them): cheap work that also shrinks what travels to the device.
+It records where each crop came from (``offset``: top, left, flipped) and draws the PCA-lighting
+coefficients (``alpha``); ``preprocess`` applies the mean image and the lighting on the device.
+All randomness comes from the numpy Generator the pipeline seeds with (seed, pass, record).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import grain
+
+# Views of the paper's 10-crop test (§4.1): the four corners and the centre, each also mirrored.
+CORNERS_AND_CENTRE = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
 
 
-def _crop_minus_mean(image: np.ndarray, mean: np.ndarray, top: int, left: int, size: int,
-                     scale: float) -> np.ndarray:
-  # The paper subtracts the mean image from the 256x256 image; cropping both alike is the same thing.
-  window = (slice(top, top + size), slice(left, left + size))
-  centred = image[window].astype(np.float32) - mean[window]
-  return centred if scale == 1.0 else centred * np.float32(scale)
+def _crop(image: np.ndarray, top: int, left: int, size: int, flip: bool) -> np.ndarray:
+  crop = image[top:top + size, left:left + size]
+  return np.ascontiguousarray(crop[:, ::-1] if flip else crop)
 
 
-class RandomCropFlip(grain.transforms.RandomMap):
-  """Training: a random ``size`` crop (§4.1: 224 of 256), mirrored with probability 1/2 if ``flip``."""
-
-  def __init__(self, mean: np.ndarray, size: int, flip: bool = True, scale: float = 1.0):
-    self.mean, self.size, self.flip, self.scale = mean, size, flip, scale
-
-  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    image = element["image"]
-    top, left = rng.integers(0, image.shape[0] - self.size + 1), rng.integers(0, image.shape[1] - self.size + 1)
-    crop = _crop_minus_mean(image, self.mean, top, left, self.size, self.scale)
-    if self.flip and rng.random() < 0.5:
-      crop = crop[:, ::-1]
-    return {"image": np.ascontiguousarray(crop), "label": element["label"]}
+def random_crop_flip(element: dict, rng: np.random.Generator, size: int, flip: bool, lighting_std: float) -> dict:
+  """Training: a random ``size`` crop (224 of 256), mirrored with probability 1/2, and the lighting
+  coefficients alpha ~ N(0, lighting_std) drawn once per image per pass."""
+  image = element["image"]
+  top = int(rng.integers(0, image.shape[0] - size + 1))
+  left = int(rng.integers(0, image.shape[1] - size + 1))
+  flipped = bool(flip and rng.random() < 0.5)
+  alpha = rng.normal(0.0, lighting_std, 3) if lighting_std > 0 else np.zeros(3)
+  return {"image": _crop(image, top, left, size, flipped), "offset": np.array([top, left, flipped], np.int32),
+          "alpha": alpha.astype(np.float32), "label": element["label"], "valid": element.get("valid", True)}
 
 
-class CenterCrop(grain.transforms.Map):
-  """Evaluation with one view: the centre ``size`` crop."""
+def view_offsets(stored: int, size: int, views: int) -> np.ndarray:
+  """[views, 3] (top, left, flipped): 1 = the centre crop; 10 = corners and centre, then their mirrors."""
+  far, mid = stored - size, (stored - size) // 2
+  centre = [(mid, mid)]
+  if views == 1:
+    return np.array([(mid, mid, 0)], np.int32)
+  if views != 10:
+    raise ValueError(f"evaluation takes 1 or 10 views, not {views}")
+  places = [(0, 0), (0, far), (far, 0), (far, far)] + centre
+  return np.array([(t, l, f) for f in (0, 1) for t, l in places], np.int32)
 
-  def __init__(self, mean: np.ndarray, size: int, scale: float = 1.0):
-    self.mean, self.size, self.scale = mean, size, scale
 
-  def map(self, element: dict) -> dict:
-    image = element["image"]
-    top, left = (image.shape[0] - self.size) // 2, (image.shape[1] - self.size) // 2
-    return {"image": _crop_minus_mean(image, self.mean, top, left, self.size, self.scale),
-            "label": element["label"]}
+def eval_views(element: dict, size: int, views: int) -> dict:
+  """Evaluation: the centre crop (views=1) or the paper's 10 crops, stacked as [views, size, size, 3]."""
+  image = element["image"]
+  offsets = view_offsets(image.shape[0], size, views)
+  crops = np.stack([_crop(image, t, l, size, bool(f)) for t, l, f in offsets])
+  return {"image": crops, "offset": offsets, "label": element["label"], "valid": element.get("valid", True)}

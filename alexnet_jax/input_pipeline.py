@@ -8,28 +8,32 @@ Eval batches: every image exactly once; the last batch is padded and carries a `
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from typing import Iterator
 
 import grain
 import numpy as np
 
-from alexnet_jax import augment
+from alexnet_jax import augment, stats as stats_lib
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.sources import Splits
 
 
-def mean_image(source, chunk: int = 512) -> np.ndarray:
-  """The training set's mean image (paper §2), accumulated in float64 one chunk at a time."""
-  total, count = None, 0
-  for start in range(0, len(source), chunk):
-    images = np.stack([source[i]["image"] for i in range(start, min(start + chunk, len(source)))])
-    part = images.astype(np.float64).sum(axis=0)
-    total = part if total is None else total + part
-    count += len(images)
-  if not count:
-    raise ValueError("cannot compute the mean image of an empty training set")
-  return (total / count).astype(np.float32)
+def training_stats(splits: Splits, cache_path: str | None = None) -> stats_lib.DatasetStats:
+  """The training set's mean image and RGB eigenvectors: shipped with prepared data, else computed once
+  (one pass over the training images) and cached at ``cache_path``."""
+  for path in (splits.stats_path, cache_path):
+    if path and os.path.exists(path):
+      return stats_lib.DatasetStats.load(path)
+  if splits.stats_path:
+    raise ConfigError(f"{splits.stats_path} is missing: re-run python -m alexnet_jax.prepare on this data")
+  computed = stats_lib.compute(splits.train, progress=len(splits.train) > 5000)
+  if cache_path:
+    os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+    computed.save(cache_path)
+  return computed
 
 
 def local_batch_size(global_batch: int, process_count: int) -> int:
@@ -46,8 +50,8 @@ class _GlobalStreamElement(grain.transforms.Map):
   depend only on (seed, pass, record), never on how many processes share the batch.
   """
 
-  def __init__(self, source, order, augment, seed: int, global_batch: int, local_batch: int, shard: int):
-    self.source, self.order, self.augment, self.seed = source, order, augment, seed
+  def __init__(self, source, order, augment_fn, seed: int, global_batch: int, local_batch: int, shard: int):
+    self.source, self.order, self.augment_fn, self.seed = source, order, augment_fn, seed
     self.global_batch, self.local_batch, self.shard = global_batch, local_batch, shard
 
   def map(self, position: int) -> dict:
@@ -55,19 +59,19 @@ class _GlobalStreamElement(grain.transforms.Map):
     k = batch * self.global_batch + self.shard * self.local_batch + offset
     epoch, record = k // len(self.source), self.order[k]
     rng = np.random.default_rng((self.seed, epoch, record))
-    return self.augment.random_map(self.source[record], rng)
+    return self.augment_fn(self.source[record], rng)
 
 
-def train_iterator(splits: Splits, mean: np.ndarray, config, shard_index: int = 0,
-                   shard_count: int = 1) -> grain.DatasetIterator:
+def train_iterator(splits: Splits, config, shard_index: int = 0, shard_count: int = 1) -> grain.DatasetIterator:
   """Endless augmented training batches, this data shard's slice of each global batch.
 
   ``get_state()``/``set_state()`` resume it at the exact next batch.
   """
   local = local_batch_size(config.batch_size, shard_count)
   order = grain.MapDataset.range(len(splits.train)).seed(config.seed).shuffle().repeat()  # reshuffled every pass
-  augment_fn = augment.RandomCropFlip(mean, config.model.image_size, flip=config.data.random_flip,
-                                      scale=config.data.pixel_scale)
+  lighting = config.data.lighting_std if config.data.pca_lighting else 0.0
+  augment_fn = functools.partial(augment.random_crop_flip, size=config.model.image_size,
+                                 flip=config.data.random_flip, lighting_std=lighting)
   element = _GlobalStreamElement(splits.train, order, augment_fn, config.seed, config.batch_size, local, shard_index)
   ds = grain.MapDataset.range(2**62).map(element).batch(local, drop_remainder=True)
   it = ds.to_iter_dataset()
@@ -77,16 +81,18 @@ def train_iterator(splits: Splits, mean: np.ndarray, config, shard_index: int = 
 
 
 def pad_batch(batch: dict, size: int) -> dict:
-  """Pads a batch to ``size`` examples with zeros; ``mask`` marks the real ones."""
+  """Pads a batch to ``size`` examples with zeros; ``mask`` marks the real, readable ones."""
   n = len(batch["label"])
   padded = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
-  padded["mask"] = np.arange(size) < n
+  padded["mask"] = (np.arange(size) < n) & padded.pop("valid").astype(bool)
+  padded["padding"] = np.arange(size) >= n
   return padded
 
 
-def eval_batches(splits: Splits, mean: np.ndarray, image_size: int, global_batch: int,
-                 process_index: int = 0, process_count: int = 1, pixel_scale: float = 1.0) -> Iterator[dict]:
-  """Centre-crop eval batches; every eval image exactly once over all processes, none dropped.
+def eval_batches(splits: Splits, image_size: int, global_batch: int, views: int = 1,
+                 process_index: int = 0, process_count: int = 1, num_threads: int = 8) -> Iterator[dict]:
+  """Eval batches of ``views`` crops per image (1: centre; 10: the paper's test); every eval image exactly
+  once over all processes, none dropped.
 
   Every process yields the same number of batches (padded ones at the end where its shard is shorter),
   because each batch is one step of a program that runs on all processes together.
@@ -96,7 +102,11 @@ def eval_batches(splits: Splits, mean: np.ndarray, image_size: int, global_batch
   if process_count > 1:
     ds = ds[process_index::process_count]
   num_batches = math.ceil(math.ceil(len(splits.eval) / process_count) / local)
-  batches = iter(ds.map(augment.CenterCrop(mean, image_size, pixel_scale)).batch(local, drop_remainder=False))
-  empty = {"image": np.zeros((0, image_size, image_size, 3), np.float32), "label": np.zeros((0,), np.int32)}
+  ds = ds.map(functools.partial(augment.eval_views, size=image_size, views=views)).batch(local, drop_remainder=False)
+  # Threads decode ahead (image decoding releases the GIL); order is kept.
+  batches = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * local)))
+  empty = {"image": np.zeros((0, views, image_size, image_size, 3), np.uint8),
+           "offset": np.zeros((0, views, 3), np.int32), "label": np.zeros((0,), np.int32),
+           "valid": np.zeros((0,), bool)}
   for _ in range(num_batches):
     yield pad_batch(next(batches, empty), local)

@@ -7,8 +7,13 @@ which training crops and evaluation crops are cut.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import numpy as np
+from absl import logging
+
+from alexnet_jax import images
 
 from alexnet_jax.errors import ConfigError
 
@@ -25,16 +30,104 @@ class ArraySource:
     return len(self.images)
 
   def __getitem__(self, index: int) -> dict:
-    return {"image": self.images[index], "label": np.int32(self.labels[index])}
+    return {"image": self.images[index], "label": np.int32(self.labels[index]), "valid": True}
+
+
+class _DecodingSource:
+  """Base for sources of encoded images: a record that cannot be decoded comes back ``valid=False``
+  (zeros), is named in a warning once per worker, and is masked out of the loss and the metrics."""
+
+  size: int
+
+  def __init__(self, size: int):
+    self.size = size
+    self._warned: set[int] = set()
+
+  def _decoded(self, index: int, data: bytes, label: int, name: str) -> dict:
+    try:
+      return {"image": images.load_stored(data, self.size), "label": np.int32(label), "valid": True}
+    except images.BadImage as error:
+      if index not in self._warned:
+        self._warned.add(index)
+        logging.warning("skipping unreadable image %s: %s", name, error)
+      return {"image": np.zeros((self.size, self.size, 3), np.uint8), "label": np.int32(label), "valid": False}
+
+
+class FolderSource(_DecodingSource):
+  """An ImageNet-style tree ``SPLIT/CLASS/IMAGE``: any image format PIL reads, rescaled when read."""
+
+  def __init__(self, directory: str, class_names: tuple[str, ...], size: int):
+    super().__init__(size)
+    self.directory = directory
+    self.files, labels = [], []
+    for label, name in enumerate(class_names):
+      class_dir = os.path.join(directory, name)
+      if os.path.isdir(class_dir):
+        entries = sorted(e.name for e in os.scandir(class_dir) if e.is_file() and not e.name.startswith("."))
+        self.files += [os.path.join(class_dir, e) for e in entries]
+        labels += [label] * len(entries)
+    self.labels = np.asarray(labels, np.int32)
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def __getitem__(self, index: int) -> dict:
+    path = self.files[index]
+    with open(path, "rb") as f:
+      return self._decoded(index, f.read(), self.labels[index], path)
+
+
+class PreparedSource(_DecodingSource):
+  """A split written by ``python -m alexnet_jax.prepare``: ArrayRecord files of (label, SxS JPEG)."""
+
+  def __init__(self, paths: list[str], size: int):
+    super().__init__(size)
+    import grain
+    self._records = grain.sources.ArrayRecordDataSource(paths)
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index: int) -> dict:
+    label, jpeg = unpack_record(self._records[index])
+    return self._decoded(index, jpeg, label, f"record {index}")
+
+
+def pack_record(label: int, jpeg: bytes) -> bytes:
+  return int(label).to_bytes(4, "little") + jpeg
+
+
+def unpack_record(record: bytes) -> tuple[int, bytes]:
+  return int.from_bytes(record[:4], "little"), record[4:]
+
+
+class TfdsSource(_DecodingSource):
+  """Any TFDS image-classification split through ``tfds.data_source`` (ArrayRecord, no TensorFlow)."""
+
+  def __init__(self, data_source, size: int):
+    super().__init__(size)
+    self._data = data_source
+
+  def __len__(self) -> int:
+    return len(self._data)
+
+  def __getitem__(self, index: int) -> dict:
+    record = self._data[index]
+    image = np.asarray(record["image"])
+    if image.ndim == 2 or image.shape[-1] == 1:
+      image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+    return {"image": images.resize_short_side_and_center_crop(image, self.size),
+            "label": np.int32(record["label"]), "valid": True}
 
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-  train: ArraySource
-  eval: ArraySource
+  train: object  # random-access sources: len() and [i] -> {'image': uint8 [S, S, 3], 'label', 'valid'}
+  eval: object
   num_classes: int
   stored_size: int
   class_names: tuple[str, ...]
+  stats_path: str | None = None  # precomputed training-set statistics, if the data came with them
 
 
 def stored_size_for(image_size: int) -> int:
@@ -42,7 +135,7 @@ def stored_size_for(image_size: int) -> int:
   return int(round(image_size * 256 / 224))
 
 
-def _resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+def _resize_bilinear(grey: np.ndarray, size: int) -> np.ndarray:
   """[N, h, w] -> [N, size, size], bilinear with pixel centres aligned (as PIL / jax.image)."""
   def weights(n_in: int) -> np.ndarray:
     centres = (np.arange(size) + 0.5) * n_in / size - 0.5
@@ -54,8 +147,8 @@ def _resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     w[np.arange(size), lo] += 1 - frac
     w[np.arange(size), hi] += frac
     return w
-  rows, cols = weights(images.shape[1]), weights(images.shape[2])
-  return np.einsum("ih,nhw,jw->nij", rows, images, cols)
+  rows, cols = weights(grey.shape[1]), weights(grey.shape[2])
+  return np.einsum("ih,nhw,jw->nij", rows, grey, cols)
 
 
 def digits(image_size: int, eval_fraction: float = 0.2) -> Splits:
@@ -78,10 +171,83 @@ def digits(image_size: int, eval_fraction: float = 0.2) -> Splits:
                 num_classes=10, stored_size=size, class_names=tuple(str(d) for d in range(10)))
 
 
+PREPARE_HINT = "python -m alexnet_jax.prepare --tars=DIR_WITH_THE_TWO_ILSVRC2012_TARS --data_dir={data_dir}"
+
+
+def prepared_dir(data_dir: str, name: str, size: int) -> str:
+  return os.path.join(os.path.expanduser(data_dir), "alexnet_jax", f"{name}-{size}")
+
+
+def folder(directory: str, image_size: int, train_split: str = "train", eval_split: str = "val") -> Splits:
+  directory = os.path.expanduser(directory)
+  train_dir = os.path.join(directory, train_split)
+  if not os.path.isdir(train_dir):
+    raise ConfigError(f"no training images: {train_dir} is not a directory (expected {directory}/"
+                      f"{train_split}/CLASS/IMAGE; set --config.data.data_dir)")
+  eval_dir = next((os.path.join(directory, d) for d in (eval_split, "validation", "val")
+                   if os.path.isdir(os.path.join(directory, d))), None)
+  if eval_dir is None:
+    raise ConfigError(f"no evaluation images: {directory} has no '{eval_split}' directory")
+  class_names = tuple(sorted(e.name for e in os.scandir(train_dir) if e.is_dir() and not e.name.startswith(".")))
+  if not class_names:
+    raise ConfigError(f"{train_dir} has no class directories")
+  size = stored_size_for(image_size)
+  train, evaluation = FolderSource(train_dir, class_names, size), FolderSource(eval_dir, class_names, size)
+  if not len(train):
+    raise ConfigError(f"{train_dir} holds no files")
+  return Splits(train, evaluation, len(class_names), size, class_names)
+
+
+def prepared(directory: str, image_size: int) -> Splits:
+  """A directory written by ``alexnet_jax.prepare`` (its ``info.json`` is written last: present = complete)."""
+  with open(os.path.join(directory, "info.json")) as f:
+    info = json.load(f)
+  size = info["size"]
+  if size < image_size:
+    raise ConfigError(f"{directory} holds {size}x{size} images, smaller than model.image_size={image_size}")
+  splits = {}
+  for split in ("train", "validation"):
+    paths = sorted(os.path.join(directory, n) for n in os.listdir(directory)
+                   if n.startswith(split + "-") and n.endswith(".array_record"))
+    splits[split] = PreparedSource(paths, size)
+  with open(os.path.join(directory, "classes.txt")) as f:
+    class_names = tuple(line.strip() for line in f if line.strip())
+  return Splits(splits["train"], splits["validation"], len(class_names), size, class_names,
+                stats_path=os.path.join(directory, "stats.npz"))
+
+
+def tfds_splits(name: str, data_dir: str, image_size: int, train_split: str, eval_split: str) -> Splits:
+  """A TFDS dataset: the prepared SxS copy if there is one, else the TFDS ArrayRecord files as they are."""
+  import tensorflow_datasets as tfds
+
+  size = stored_size_for(image_size)
+  root = os.path.expanduser(data_dir) if data_dir else os.path.expanduser(tfds.core.constants.DATA_DIR)
+  ready = prepared_dir(root, name, size)
+  if os.path.exists(os.path.join(ready, "info.json")):
+    return prepared(ready, image_size)
+  try:
+    builder = tfds.builder(name, data_dir=root)
+    if not builder.is_prepared():
+      raise FileNotFoundError
+    train = tfds.data_source(name, split=train_split, data_dir=root)
+    evaluation = tfds.data_source(name, split=eval_split, data_dir=root)
+  except (FileNotFoundError, tfds.core.registered.DatasetNotFoundError, AssertionError):
+    hint = PREPARE_HINT.format(data_dir=root) if name == "imagenet2012" else \
+        f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{root}').download_and_prepare()\""
+    raise ConfigError(f"TFDS dataset '{name}' is not prepared in {root} (nor {ready}); prepare it with: {hint}") from None
+  class_names = tuple(builder.info.features["label"].names)
+  return Splits(TfdsSource(train, size), TfdsSource(evaluation, size), len(class_names), size, class_names)
+
+
 def load(data_config, image_size: int) -> Splits:
   """The train and eval splits named by ``config.data``."""
   if data_config.source == "digits":
     return digits(image_size)
-  if data_config.source in ("tfds", "folder"):
-    raise NotImplementedError(f"data.source={data_config.source!r} is not implemented yet (issue: ImageNet input)")
+  if data_config.source == "folder":
+    if not data_config.data_dir:
+      raise ConfigError("data.source='folder' needs --config.data.data_dir=DIR (DIR/train/CLASS/IMAGE, DIR/val/...)")
+    return folder(data_config.data_dir, image_size, data_config.train_split, data_config.eval_split)
+  if data_config.source == "tfds":
+    return tfds_splits(data_config.name, data_config.data_dir, image_size, data_config.train_split,
+                       data_config.eval_split)
   raise ConfigError(f"data.source must be 'tfds', 'folder' or 'digits', got {data_config.source!r}")

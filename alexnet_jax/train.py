@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from alexnet_jax import checkpointing, input_pipeline, metrics, optim, sharding, sources, validation
+from alexnet_jax import checkpointing, input_pipeline, metrics, optim, preprocess, sharding, sources, validation
 from alexnet_jax import model as model_lib
 from alexnet_jax.errors import TrainingError
 from alexnet_jax.model import AlexNet, AlexNetSpec
@@ -30,25 +30,29 @@ State = dict  # {'step': int32 scalar, 'params': {...}, 'opt_state': optax state
 
 # ----------------------------------------------------------------------------- Update step
 
-def make_train_step(spec: AlexNetSpec, mesh, tx: optax.GradientTransformation) -> Callable:
-  """``(state, batch, dropout_key) -> (state, metrics)``, jitted; donates ``state``."""
+def make_train_step(spec: AlexNetSpec, mesh, tx: optax.GradientTransformation, pixel_scale: float) -> Callable:
+  """``(state, batch, dropout_key, consts) -> (state, metrics)``, jitted; donates ``state``."""
 
-  def train_step(state: State, batch: dict, dropout_key: jax.Array):
+  def train_step(state: State, batch: dict, dropout_key: jax.Array, consts: dict):
     # Dropout masks from (seed, step): a resumed run draws the same masks as an uninterrupted one.
     key = jax.random.fold_in(dropout_key, state["step"])
+    images = preprocess.network_input(batch["image"], batch["offset"], consts, pixel_scale, batch["alpha"])
+    valid = batch["valid"].astype(jnp.float32)  # unreadable images count for nothing
+    count = jnp.maximum(valid.sum(), 1.0)
 
     def loss_fn(params):
-      logits = model_lib.apply(spec, mesh, params, batch["image"], key)
-      return metrics.cross_entropy(logits, batch["label"]).mean(), logits
+      logits = model_lib.apply(spec, mesh, params, images, key)
+      return jnp.sum(metrics.cross_entropy(logits, batch["label"]) * valid) / count, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     step_metrics = {
         "train_loss": loss,
-        "train_top1_error": metrics.top_k_wrong(logits, batch["label"], 1).mean(),
+        "train_top1_error": jnp.sum(metrics.top_k_wrong(logits, batch["label"], 1) * valid) / count,
         "learning_rate": optim.current_learning_rate(opt_state),
         "param_norm": optax.tree.norm(params),
+        "train_skipped_images": jnp.sum(1.0 - valid),
         # Not isfinite(param_norm): the norm of huge but finite weights overflows float32.
         "params_finite": jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])),
     }
@@ -57,32 +61,45 @@ def make_train_step(spec: AlexNetSpec, mesh, tx: optax.GradientTransformation) -
   return jax.jit(train_step, donate_argnums=0)
 
 
-def make_eval_step(spec: AlexNetSpec, mesh) -> Callable:
-  """``(params, batch) -> sums`` of loss and top-1/top-5 mistakes over the batch's unmasked examples."""
+def make_eval_step(spec: AlexNetSpec, mesh, pixel_scale: float) -> Callable:
+  """``(params, batch, consts) -> sums`` of loss and top-1/top-5 mistakes over the batch's real images.
 
-  def eval_step(params, batch: dict):
-    logits = model_lib.apply(spec, mesh, params, batch["image"])
+  Each image comes as ``views`` crops (1: centre; 10: the paper's test); their softmax outputs are
+  averaged before the error is counted (§4.1).
+  """
+
+  def eval_step(params, batch: dict, consts: dict):
+    batch_size, views = batch["image"].shape[:2]
+    flat = lambda x: x.reshape(batch_size * views, *x.shape[2:])
+    images = preprocess.network_input(flat(batch["image"]), flat(batch["offset"]), consts, pixel_scale)
+    logits = model_lib.apply(spec, mesh, params, images)
+    # log of the views' mean softmax, computed stably; for one view it is just log_softmax(logits).
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch_size, views, -1)
+    scores = jax.nn.logsumexp(log_probs, axis=1) - jnp.log(views)
     mask = batch["mask"].astype(jnp.float32)
     return {
-        "loss": jnp.sum(metrics.cross_entropy(logits, batch["label"]) * mask),
-        "top1": jnp.sum(metrics.top_k_wrong(logits, batch["label"], 1) * mask),
-        "top5": jnp.sum(metrics.top_k_wrong(logits, batch["label"], 5) * mask),
+        "loss": jnp.sum(metrics.cross_entropy(scores, batch["label"]) * mask),
+        "top1": jnp.sum(metrics.top_k_wrong(scores, batch["label"], 1) * mask),
+        "top5": jnp.sum(metrics.top_k_wrong(scores, batch["label"], 5) * mask),
         "count": jnp.sum(mask),
+        "skipped": jnp.sum(1.0 - mask - batch["padding"].astype(jnp.float32)),
     }
 
   return jax.jit(eval_step)
 
 
-def evaluate(eval_step: Callable, params, batches: Iterator[dict], mesh, global_batch: int) -> dict[str, float]:
+def evaluate(eval_step: Callable, params, batches: Iterator[dict], mesh, global_batch: int,
+             consts: dict) -> dict[str, float]:
   """Loss and top-1/top-5 error over every eval image (sums stay on the device until the end)."""
   totals = None
   for local in batches:
-    sums = eval_step(params, sharding.global_batch(mesh, local, global_batch))
+    sums = eval_step(params, sharding.global_batch(mesh, local, global_batch), consts)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
-  count = float(totals["count"])
+  count = max(float(totals["count"]), 1.0)
   return {"eval_loss": totals["loss"] / count, "eval_top1_error": totals["top1"] / count,
-          "eval_top5_error": totals["top5"] / count, "eval_images": count}
+          "eval_top5_error": totals["top5"] / count, "eval_images": float(totals["count"]),
+          "eval_skipped_images": float(totals["skipped"])}
 
 
 # ----------------------------------------------------------------------------- Setup
@@ -93,7 +110,7 @@ class Experiment:
   config: Any
   mesh: Any
   splits: sources.Splits
-  mean: np.ndarray
+  consts: dict  # the training-set statistics on the devices (mean image, RGB eigenvectors)
   spec: AlexNetSpec
   state: State
   tx: optax.GradientTransformation
@@ -104,8 +121,12 @@ class Experiment:
 
   def eval_batches(self) -> Iterator[dict]:
     index, count = self.data_shard
-    return input_pipeline.eval_batches(self.splits, self.mean, self.spec.image_size, self.config.batch_size,
-                                       index, count, self.config.data.pixel_scale)
+    return input_pipeline.eval_batches(self.splits, self.spec.image_size, self.config.batch_size,
+                                       self.config.data.eval_views, index, count)
+
+  def evaluate(self, eval_step: Callable) -> dict[str, float]:
+    return evaluate(eval_step, self.state["params"], self.eval_batches(), self.mesh, self.config.batch_size,
+                    self.consts)
 
 
 def steps_from(every: int, steps_per_epoch: int) -> int:
@@ -113,7 +134,7 @@ def steps_from(every: int, steps_per_epoch: int) -> int:
   return steps_per_epoch if every == -1 else every
 
 
-def build(config) -> Experiment:
+def build(config, workdir: str | None = None) -> Experiment:
   validation.validate(config, jax.device_count())  # before any data is read or anything compiled
 
   # Mesh
@@ -125,7 +146,8 @@ def build(config) -> Experiment:
   splits = sources.load(config.data, spec.image_size)
   if splits.num_classes != spec.num_classes:
     raise TrainingError(f"the data has {splits.num_classes} classes but model.num_classes={spec.num_classes}")
-  mean = input_pipeline.mean_image(splits.train)
+  cache = os.path.join(workdir, "data_stats.npz") if workdir and config.data.source != "digits" else None
+  consts = preprocess.constants(input_pipeline.training_stats(splits, cache), mesh)
   steps_per_epoch = len(splits.train) // config.batch_size
   if steps_per_epoch < 1:
     raise TrainingError(f"batch_size={config.batch_size} exceeds the {len(splits.train)} training images")
@@ -137,7 +159,7 @@ def build(config) -> Experiment:
   tx, plateau = optim.make_optimizer(config.optimizer, steps_per_epoch, num_steps)
   state = sharding.on_mesh(mesh, {"step": jnp.zeros((), jnp.int32), "params": params,
                                    "opt_state": jax.jit(tx.init)(params)})
-  return Experiment(config, mesh, splits, mean, spec, state, tx, plateau, steps_per_epoch, num_steps, data_shard)
+  return Experiment(config, mesh, splits, consts, spec, state, tx, plateau, steps_per_epoch, num_steps, data_shard)
 
 
 def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter) -> int:
@@ -202,10 +224,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   Returns the last evaluation's metrics.
   """
-  exp = build(config)
+  exp = build(config, workdir)
   is_main = jax.process_index() == 0
   index, count = exp.data_shard
-  train_iter = input_pipeline.train_iterator(exp.splits, exp.mean, config, index, count)
+  train_iter = input_pipeline.train_iterator(exp.splits, config, index, count)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoints_to_keep)
 
   # Load checkpoint
@@ -217,8 +239,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           f"{'resuming at step ' + str(start_step) if start_step else 'starting'}; {exp.num_steps} steps",
           flush=True)
 
-  train_step = make_train_step(exp.spec, exp.mesh, exp.tx)
-  eval_step = make_eval_step(exp.spec, exp.mesh)
+  train_step = make_train_step(exp.spec, exp.mesh, exp.tx, config.data.pixel_scale)
+  eval_step = make_eval_step(exp.spec, exp.mesh, config.data.pixel_scale)
   dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
   log_every = steps_from(config.log_every_steps, exp.steps_per_epoch)
   eval_every = steps_from(config.eval_every_steps, exp.steps_per_epoch)
@@ -237,7 +259,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   try:
     for step in range(start_step + 1, exp.num_steps + 1):
       batch = sharding.global_batch(exp.mesh, next(train_iter), config.batch_size)
-      exp.state, step_metrics = train_step(exp.state, batch, dropout_key)
+      exp.state, step_metrics = train_step(exp.state, batch, dropout_key, exp.consts)
       pending.append(step_metrics)
       progress.update(1)
 
@@ -246,6 +268,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         _check_finite(host, step - len(host) + 1, ckpt.latest_step())
         pending = []
         summary = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "params_finite"}
+        summary["train_skipped_images"] = float(sum(m["train_skipped_images"] for m in host))
         now = time.perf_counter()
         summary["images_per_sec"] = (step - tick_step) * config.batch_size / (now - tick)
         tick, tick_step = now, step
@@ -254,7 +277,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                              img_s=f"{summary['images_per_sec']:.0f}")
 
       if step % eval_every == 0 or step == exp.num_steps:
-        last_eval = evaluate(eval_step, exp.state["params"], exp.eval_batches(), exp.mesh, config.batch_size)
+        last_eval = exp.evaluate(eval_step)
         if exp.plateau is not None:
           learning_rate = exp.plateau.update(last_eval["eval_top1_error"])
           exp.state["opt_state"] = optim.with_learning_rate(exp.state["opt_state"], learning_rate)
@@ -281,16 +304,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   """``--mode=eval``: the latest checkpoint's metrics on the eval split."""
-  exp = build(config)
+  exp = build(config, workdir)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoints_to_keep)
   index, count = exp.data_shard
-  train_iter = input_pipeline.train_iterator(exp.splits, exp.mean, config, index, count)
+  train_iter = input_pipeline.train_iterator(exp.splits, config, index, count)
   try:
     step = restore_latest(exp, ckpt, train_iter)
     if step == 0:
       raise TrainingError(f"no checkpoint in {ckpt.directory} to evaluate")
-    result = evaluate(make_eval_step(exp.spec, exp.mesh), exp.state["params"], exp.eval_batches(), exp.mesh,
-                      config.batch_size)
+    result = exp.evaluate(make_eval_step(exp.spec, exp.mesh, config.data.pixel_scale))
   finally:
     ckpt.close()
     if hasattr(train_iter, "close"):

@@ -13,7 +13,8 @@ KNOWN_KEYS = {
     "mesh": {"data", "model"},
     "optimizer": {"learning_rate", "momentum", "weight_decay", "decay_biases", "schedule", "factor", "patience",
                   "max_reductions", "min_improvement", "step_epochs"},
-    "data": {"source", "name", "data_dir", "num_workers", "random_flip", "pixel_scale"},
+    "data": {"source", "name", "data_dir", "train_split", "eval_split", "num_workers", "random_flip",
+             "pca_lighting", "lighting_std", "eval_views", "pixel_scale"},
 }
 
 
@@ -58,6 +59,8 @@ def validate(config, num_devices: int) -> None:
       raise ConfigError(f"{key}={config[key]} must be positive, or -1 for once per epoch")
   if config.optimizer.learning_rate <= 0:
     raise ConfigError(f"optimizer.learning_rate={config.optimizer.learning_rate} must be positive")
+  if config.data.eval_views not in (1, 10):
+    raise ConfigError(f"data.eval_views must be 1 (centre crop) or 10 (the paper's 10 crops), got {config.data.eval_views}")
   if config.data.num_workers < 0:
     raise ConfigError(f"data.num_workers={config.data.num_workers} must be >= 0")
   AlexNetSpec.from_config(config.model)

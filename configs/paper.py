@@ -63,8 +63,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.source = "tfds"          # §2: ImageNet (ILSVRC-2012)
   config.data.name = "imagenet2012"
-  config.data.data_dir = ""            # "": TFDS's default
+  config.data.data_dir = ""            # "": TFDS's default (~/tensorflow_datasets)
+  config.data.train_split = "train"
+  config.data.eval_split = "validation"  # §6: results on the ILSVRC-2012 validation set
   config.data.num_workers = 8
-  config.data.random_flip = True       # §4.1: horizontal reflections
+  config.data.random_flip = True       # §4.1: random 224x224 patches and their horizontal reflections
+  config.data.pca_lighting = True      # §4.1: add multiples of the RGB principal components ...
+  config.data.lighting_std = 0.1       # §4.1: ... alpha ~ N(0, 0.1), once per image per pass
+  config.data.eval_views = 10          # §4.1: test on 10 patches (corners, centre, mirrored), average softmax
   config.data.pixel_scale = 1.0        # §2: raw pixel values (0..255) minus the mean image
   return config

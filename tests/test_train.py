@@ -51,33 +51,41 @@ def test_metrics_file_and_tensorboard_events(tiny_demo_config, tmp_path):
 
 def test_eval_batches_cover_every_image_once_across_processes():
   splits = sources.digits(64)
-  mean = input_pipeline.mean_image(splits.train)
   seen = []
   for process in range(3):
-    batches = list(input_pipeline.eval_batches(splits, mean, 64, 48, process, 3))
+    batches = list(input_pipeline.eval_batches(splits, 64, 48, 1, process, 3))
     assert len(batches) == 8  # ceil(ceil(360 / 3) / 16): the same count on every process
     for batch in batches:
       seen.extend(batch["label"][batch["mask"]].tolist())
   assert sorted(seen) == sorted(splits.eval.labels.tolist())
 
 
-def test_evaluation_counts_errors_like_numpy(tiny_demo_config):
-  # The device-side sums against top-k computed in numpy from the same logits.
+@pytest.mark.parametrize("views", [1, 10])
+def test_evaluation_counts_errors_like_numpy(tiny_demo_config, views):
+  # The device-side sums against softmax averaging and top-k computed in numpy from the same logits.
+  tiny_demo_config.data.eval_views = views
   exp = train.build(tiny_demo_config)
-  eval_step = train.make_eval_step(exp.spec, exp.mesh)
-  got = train.evaluate(eval_step, exp.state["params"], exp.eval_batches(), exp.mesh, tiny_demo_config.batch_size)
-  from alexnet_jax import model as model_lib
-  logits, labels = [], []
+  bias = exp.state["params"]["fc8"]["bias"]  # random class biases: no exact ties in the ranking
+  exp.state["params"]["fc8"]["bias"] = jax.device_put(np.random.default_rng(0).normal(size=bias.shape).astype(np.float32),
+                                                      bias.sharding)
+  got = exp.evaluate(train.make_eval_step(exp.spec, exp.mesh, tiny_demo_config.data.pixel_scale))
+  from alexnet_jax import model as model_lib, preprocess
+  probabilities, labels = [], []
   for batch in exp.eval_batches():
-    out = np.asarray(model_lib.apply(exp.spec, exp.mesh, exp.state["params"], batch["image"]))
-    logits.append(out[batch["mask"]])
+    b = len(batch["label"])
+    images = preprocess.network_input(batch["image"].reshape(b * views, 64, 64, 3), batch["offset"].reshape(-1, 3),
+                                      exp.consts, tiny_demo_config.data.pixel_scale)
+    logits = np.asarray(model_lib.apply(exp.spec, exp.mesh, exp.state["params"], images), np.float64)
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    probabilities.append(softmax.reshape(b, views, -1).mean(1)[batch["mask"]])
     labels.append(batch["label"][batch["mask"]])
-  logits, labels = np.concatenate(logits), np.concatenate(labels)
-  order = np.argsort(-logits, axis=1)
+  probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
+  order = np.argsort(-probabilities, axis=1)
+  assert got["eval_images"] == 360
   assert got["eval_top1_error"] == pytest.approx(np.mean(order[:, 0] != labels))
   assert got["eval_top5_error"] == pytest.approx(np.mean([l not in o[:5] for l, o in zip(labels, order)]))
-  log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
-  assert got["eval_loss"] == pytest.approx(-np.mean(log_probs[np.arange(len(labels)), labels]), rel=1e-5)
+  assert got["eval_loss"] == pytest.approx(-np.mean(np.log(probabilities[np.arange(len(labels)), labels])), rel=1e-4)
 
 
 def test_cli_trains_resumes_and_evaluates(tmp_path):

@@ -1,0 +1,39 @@
+"""The device half of the input pipeline, inside the jitted steps: uint8 crops -> network input.
+
+``x = (crop - mean_image[same window, same mirroring] + lighting) * pixel_scale``: the paper's mean
+image subtraction (§2) and PCA lighting (§4.1, ``stats.rgb_shift``) as one fused elementwise pass.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from alexnet_jax.stats import DatasetStats
+
+
+def constants(stats: DatasetStats, mesh=None) -> dict:
+  """The statistics as device arrays (replicated on ``mesh``), passed to the steps as arguments."""
+  values = {"mean_image": stats.mean_image, "eigenvalues": stats.eigenvalues, "eigenvectors": stats.eigenvectors}
+  if mesh is None:
+    return {k: jnp.asarray(v) for k, v in values.items()}
+  from alexnet_jax import sharding
+  return sharding.on_mesh(mesh, values)
+
+
+def network_input(images: jax.Array, offsets: jax.Array, consts: dict, pixel_scale: float,
+                  alpha: jax.Array | None = None) -> jax.Array:
+  """images uint8 [B, s, s, 3]; offsets int32 [B, 3] (top, left, flipped); alpha float32 [B, 3] or None."""
+  size = images.shape[1]
+  mean = consts["mean_image"]
+
+  def mean_window(offset):
+    window = lax.dynamic_slice(mean, (offset[0], offset[1], 0), (size, size, 3))
+    return jnp.where(offset[2] > 0, window[:, ::-1], window)
+
+  x = images.astype(jnp.float32) - jax.vmap(mean_window)(offsets)
+  if alpha is not None:
+    shift = 255.0 * (alpha * consts["eigenvalues"]) @ consts["eigenvectors"].T  # stats.rgb_shift
+    x = x + shift[:, None, None, :]
+  return x * pixel_scale if pixel_scale != 1.0 else x

@@ -1,0 +1,139 @@
+"""ImageNet preparation end to end from a tiny fake ILSVRC2012 tar pair, and the TFDS path on mock data."""
+
+import io
+import json
+import os
+import tarfile
+from unittest import mock
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import paper
+from alexnet_jax import images, input_pipeline, prepare, sources, stats as stats_lib, train
+from conftest import TINY_MODEL
+
+SIZE = 73  # stored size for 64x64 crops (the paper's 256 for 224, scaled)
+
+
+def jpeg(rng, height, width) -> bytes:
+  """A smooth random picture (photo-like, so JPEG keeps it close)."""
+  coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+  buffer = io.BytesIO()
+  coarse.resize((width, height), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=95)
+  return buffer.getvalue()
+
+
+def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+  info = tarfile.TarInfo(name)
+  info.size = len(data)
+  tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def fake_ilsvrc(tmp_path_factory):
+  """Three synsets of four photos each (one of them corrupt) and six validation photos, laid out like the
+  real tars: a train tar of per-synset tars, and a flat validation tar."""
+  directory = tmp_path_factory.mktemp("tars")
+  synsets, _ = prepare.imagenet_label_files()
+  rng = np.random.default_rng(0)
+  chosen = [synsets[5], synsets[1], synsets[900]]
+  with tarfile.open(directory / prepare.TRAIN_TAR, "w") as outer:
+    for synset in chosen:
+      inner_bytes = io.BytesIO()
+      with tarfile.open(fileobj=inner_bytes, mode="w") as inner:
+        for i in range(4):
+          data = b"\xff\xd8\xff not really a jpeg" if (synset, i) == (chosen[1], 2) else jpeg(rng, 90 + 7 * i, 120)
+          add(inner, f"{synset}_{i}.JPEG", data)
+      add(outer, f"{synset}.tar", inner_bytes.getvalue())
+  with tarfile.open(directory / prepare.VAL_TAR, "w") as tar:
+    for i in range(6):
+      add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", jpeg(rng, 100, 80 + 10 * i))
+  return directory, chosen
+
+
+@pytest.fixture(scope="module")
+def prepared(fake_ilsvrc, tmp_path_factory):
+  tars, _ = fake_ilsvrc
+  data_dir = tmp_path_factory.mktemp("tfds")
+  out = prepare.prepare_from_tars(str(tars), str(data_dir), size=SIZE, workers=0)
+  return data_dir, out
+
+
+def test_preparation_writes_labelled_paper_resolution_images(fake_ilsvrc, prepared):
+  tars, chosen = fake_ilsvrc
+  data_dir, out = prepared
+  synsets, val_labels = prepare.imagenet_label_files()
+  info = json.load(open(os.path.join(out, "info.json")))
+  assert (info["num_train"], info["num_validation"], info["skipped_images"]) == (11, 6, 1)  # the corrupt one skipped
+  splits = sources.prepared(out, 64)
+  assert splits.num_classes == 1000 and splits.class_names[5] == synsets[5]
+  train_labels = sorted(int(splits.train[i]["label"]) for i in range(len(splits.train)))
+  assert train_labels == [1] * 3 + [5] * 4 + [900] * 4  # TFDS ids of the chosen synsets; one of synset 1 corrupt
+  assert [int(splits.eval[i]["label"]) for i in range(6)] == [synsets.index(v) for v in val_labels[:6]]
+  # Each stored image is the original's short side rescaled to SIZE and centre-cropped (JPEG-close).
+  with tarfile.open(tars / prepare.VAL_TAR) as tar:
+    original = images.decode(tar.extractfile("ILSVRC2012_val_00000006.JPEG").read())
+  expected = images.resize_short_side_and_center_crop(original, SIZE)
+  got = splits.eval[5]["image"]
+  assert got.shape == (SIZE, SIZE, 3) and np.abs(got.astype(float) - expected).mean() < 3
+
+
+def test_statistics_equal_numpy_over_the_stored_images(prepared):
+  _, out = prepared
+  splits = sources.prepared(out, 64)
+  stored = np.stack([splits.train[i]["image"] for i in range(len(splits.train))]).astype(np.float64)
+  saved = stats_lib.DatasetStats.load(os.path.join(out, "stats.npz"))
+  np.testing.assert_allclose(saved.mean_image, stored.mean(axis=0), rtol=1e-5)
+  covariance = np.cov((stored / 255).reshape(-1, 3), rowvar=False, bias=True)
+  eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+  np.testing.assert_allclose(saved.eigenvalues, eigenvalues[::-1], rtol=1e-4)
+  for i in range(3):  # eigenvectors up to sign
+    assert abs(abs(saved.eigenvectors[:, i] @ eigenvectors[:, 2 - i]) - 1) < 1e-4
+
+
+def test_rerun_skips_finished_files_and_redoes_interrupted_ones(fake_ilsvrc, prepared):
+  tars, _ = fake_ilsvrc
+  data_dir, out = prepared
+  shard = os.path.join(out, "train-00000-of-00003.array_record")
+  before = os.stat(shard).st_mtime_ns
+  os.remove(os.path.join(out, "validation-00000-of-00001.array_record"))
+  open(os.path.join(out, "validation-00000-of-00001.array_record.tmp"), "wb").write(b"half")  # a killed run
+  prepare.prepare_from_tars(str(tars), str(data_dir), size=SIZE, workers=0)
+  assert os.stat(shard).st_mtime_ns == before
+  assert len(sources.prepared(out, 64).eval) == 6
+  assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+def test_a_few_training_steps_on_prepared_imagenet(prepared, tmp_path):
+  data_dir, _ = prepared
+  config = paper.get_config()
+  config.model.update(TINY_MODEL, num_classes=1000)
+  config.update(batch_size=4, num_train_steps=3, log_every_steps=1, eval_every_steps=3, checkpoint_every_steps=3)
+  config.mesh.update(data=1, model=2)
+  config.data.update(data_dir=str(data_dir), num_workers=0)
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert result["eval_images"] == 6 and 0 <= result["eval_top1_error"] <= 1  # 10-crop test over all six
+
+
+def test_missing_imagenet_gives_one_line_with_the_fix(tmp_path):
+  with pytest.raises(sources.ConfigError, match=r"not prepared in .*python -m alexnet_jax.prepare --tars="):
+    sources.tfds_splits("imagenet2012", str(tmp_path), 224, "train", "validation")
+
+
+def test_tfds_mock_data_feeds_the_pipeline(tmp_path):
+  import tensorflow_datasets as tfds
+
+  with tfds.testing.mock_data(num_examples=8), \
+      mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True):
+    splits = sources.tfds_splits("imagenet2012", str(tmp_path), 64, "train", "validation")
+    assert splits.num_classes == 1000 and len(splits.train) == 8
+    element = splits.train[3]
+    assert element["image"].shape == (SIZE, SIZE, 3) and element["image"].dtype == np.uint8
+    config = paper.get_config()
+    config.model.update(TINY_MODEL, num_classes=1000)
+    config.batch_size = 4
+    config.data.num_workers = 0
+    batch = next(input_pipeline.train_iterator(splits, config))
+    assert batch["image"].shape == (4, 64, 64, 3) and batch["alpha"].shape == (4, 3)

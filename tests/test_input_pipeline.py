@@ -1,0 +1,78 @@
+"""The grain pipeline: exact resume with and without worker processes; folder datasets with bad files."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+import demo
+from alexnet_jax import input_pipeline, metrics, sources
+from conftest import run_cli, tiny_flags
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_iterator_continues_with_exactly_the_next_batch(workers):
+  flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
+  config = demo.get_config()
+  config.batch_size = 8
+  config.data.num_workers = workers
+  splits = sources.digits(64)
+  uninterrupted = input_pipeline.train_iterator(splits, config)
+  expected = [next(uninterrupted) for _ in range(6)]
+  first = input_pipeline.train_iterator(splits, config)
+  for _ in range(3):
+    next(first)
+  state = first.get_state()
+  resumed = input_pipeline.train_iterator(splits, config)  # a new process would start like this
+  resumed.set_state(state)
+  for want in expected[3:]:
+    got = next(resumed)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key])
+  for it in (uninterrupted, first, resumed):
+    if hasattr(it, "close"):
+      it.close()
+
+
+def write_folder(root):
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 8), ("val", 3)):
+    for name in ("cat", "dog"):
+      os.makedirs(root / split / name)
+      for i in range(count):
+        pixels = rng.integers(0, 256, (60 + 5 * i, 90, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+  (root / "train" / "cat" / "empty.jpg").write_bytes(b"")
+  (root / "train" / "dog" / "notes.txt").write_text("not an image")
+  (root / "train" / "dog" / "truncated.jpg").write_bytes((root / "train" / "dog" / "0.jpg").read_bytes()[:200])
+  (root / "val" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
+
+
+def test_folder_dataset_skips_and_reports_bad_files(tmp_path):
+  data = tmp_path / "data"
+  write_folder(data)
+  workdir = tmp_path / "run"
+  done = run_cli("alexnet_jax.main", *tiny_flags(), f"--workdir={workdir}", "--config.data.source=folder",
+                 f"--config.data.data_dir={data}", "--config.model.num_classes=2", "--config.batch_size=4",
+                 "--config.num_train_steps=5", "--config.log_every_steps=1", "--config.eval_every_steps=5",
+                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+  assert done.returncode == 0, done.stderr[-3000:]
+  for name in ("empty.jpg", "notes.txt", "truncated.jpg", "broken.jpg"):
+    assert f"skipping unreadable image" in done.stderr and name in done.stderr, name
+  lines = metrics.read_metrics(str(workdir))
+  # 19 files, 3 of them bad: the first 5 batches of 4 hold every training file once (and one more).
+  skipped = sum(m["train_skipped_images"] for m in lines if "train_loss" in m)
+  assert skipped in (3, 4)
+  final = [m for m in lines if "eval_loss" in m][-1]
+  assert (final["eval_images"], final["eval_skipped_images"]) == (6, 1)
+
+
+def test_missing_data_directory_stops_before_compiling_with_one_line(tmp_path):
+  done = run_cli("alexnet_jax.main", *tiny_flags(), f"--workdir={tmp_path / 'run'}", "--config.data.source=folder",
+                 f"--config.data.data_dir={tmp_path / 'nowhere'}", "--config.model.num_classes=2")
+  assert done.returncode != 0 and "Traceback" not in done.stderr
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("alexnet_jax: no training images:") and str(tmp_path / "nowhere") in last
