@@ -160,6 +160,22 @@ class AlexNetSpec:
       fan_in = features
     return shapes
 
+  def forward_flops(self) -> int:
+    """FLOPs (2 x multiply-adds) of one image's forward pass through the convolutions and FC layers;
+    ReLU, LRN and pooling are left out, as is usual for model FLOP utilisation."""
+    shapes, size, flops = self.param_shapes(), self.image_size, 0
+    for layer in CONV_LAYERS:
+      padding = self.conv1_padding if layer.padding is None else layer.padding
+      size = layers.conv_output_size(size, layer.kernel, layer.stride, padding)
+      towers, kh, kw, cin, cout = shapes[layer.name][0]
+      flops += 2 * size * size * towers * cout * kh * kw * cin
+      if layer.pool:
+        size = layers.pool_output_size(size, self.pool_window, self.pool_stride)
+    for layer in DENSE_LAYERS:
+      towers, fan_in, out = shapes[layer.name][0]
+      flops += 2 * towers * fan_in * out
+    return flops
+
   def num_params(self) -> int:
     return sum(int(np.prod(k)) + int(np.prod(b)) for k, b in self.param_shapes().values())
 

@@ -13,11 +13,14 @@ He initialisation on pixels scaled to 0..1: with the paper's N(0, 0.01) the net 
 than the demo runs (the paper trained for days; the README's deviation table).
 """
 
+import importlib.util
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-import paper  # noqa: E402
+# paper.py by its path, not via sys.path: a configs/ directory on sys.path would let this file shadow
+# the real torchvision package.
+_spec = importlib.util.spec_from_file_location("alexnet_jax_config_paper", os.path.join(os.path.dirname(__file__), "paper.py"))
+paper = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(paper)
 
 
 def get_config():

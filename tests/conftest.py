@@ -7,8 +7,8 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
 
+import importlib.util  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
@@ -20,9 +20,8 @@ TINY_MODEL = dict(num_classes=10, image_size=64, conv_features=(8, 16, 16, 16, 1
 
 @pytest.fixture
 def tiny_demo_config():
-  import demo
-
-  config = demo.get_config()
+  
+  config = load_config("demo")
   config.model.update(TINY_MODEL)
   config.batch_size = 16
   config.num_train_steps = 6
@@ -47,3 +46,11 @@ def tiny_flags():
   return ["--config=configs/demo.py", "--config.batch_size=16", *flags]
 
 
+
+
+def load_config(name: str):
+  """configs/NAME.py's config, loaded by path (configs/torchvision.py must not shadow the real package)."""
+  spec = importlib.util.spec_from_file_location(f"alexnet_jax_config_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

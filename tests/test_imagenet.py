@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import paper
 from alexnet_jax import images, input_pipeline, prepare, sources, stats as stats_lib, train
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, load_config
 
 SIZE = 73  # stored size for 64x64 crops (the paper's 256 for 224, scaled)
 
@@ -108,7 +107,7 @@ def test_rerun_skips_finished_files_and_redoes_interrupted_ones(fake_ilsvrc, pre
 
 def test_a_few_training_steps_on_prepared_imagenet(prepared, tmp_path):
   data_dir, _ = prepared
-  config = paper.get_config()
+  config = load_config("paper")
   config.model.update(TINY_MODEL, num_classes=1000)
   config.update(batch_size=4, num_train_steps=3, log_every_steps=1, eval_every_steps=3, checkpoint_every_steps=3)
   config.mesh.update(data=1, model=2)
@@ -131,7 +130,7 @@ def test_tfds_mock_data_feeds_the_pipeline(tmp_path):
     assert splits.num_classes == 1000 and len(splits.train) == 8
     element = splits.train[3]
     assert element["image"].shape == (SIZE, SIZE, 3) and element["image"].dtype == np.uint8
-    config = paper.get_config()
+    config = load_config("paper")
     config.model.update(TINY_MODEL, num_classes=1000)
     config.batch_size = 4
     config.data.num_workers = 0

@@ -8,15 +8,14 @@ import pytest
 from absl import flags
 from PIL import Image
 
-import demo
 from alexnet_jax import input_pipeline, metrics, sources
-from conftest import run_cli, tiny_flags
+from conftest import load_config, run_cli, tiny_flags
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resumed_iterator_continues_with_exactly_the_next_batch(workers):
   flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
-  config = demo.get_config()
+  config = load_config("demo")
   config.batch_size = 8
   config.data.num_workers = workers
   splits = sources.digits(64)

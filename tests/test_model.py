@@ -7,27 +7,26 @@ import pytest
 from flax import nnx
 from jax import lax
 
-import paper
 from alexnet_jax import layers, model as model_lib
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.model import AlexNet, AlexNetSpec
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, load_config
 
 
 @pytest.fixture(scope="module")
 def paper_model():
-  return AlexNet(paper.get_config().model, rngs=nnx.Rngs(0))
+  return AlexNet(load_config("paper").model, rngs=nnx.Rngs(0))
 
 
 def test_paper_parameter_count(paper_model):
   leaves = jax.tree.leaves(paper_model.params())
   assert sum(x.size for x in leaves) == 60_965_224  # the paper's total (DESIGN.md; §3.5's layer sizes)
-  assert AlexNetSpec.from_config(paper.get_config().model).num_params() == 60_965_224
+  assert AlexNetSpec.from_config(load_config("paper").model).num_params() == 60_965_224
 
 
 def test_one_tower_parameter_count_by_hand():
   # towers=1: conv2, conv4 and conv5 see all maps of the layer below, so they are twice as large.
-  spec = AlexNetSpec.from_config({**paper.get_config().model, "towers": 1})
+  spec = AlexNetSpec.from_config({**load_config("paper").model, "towers": 1})
   by_hand = ((11 * 11 * 3 * 96 + 96) + (5 * 5 * 96 * 256 + 256) + (3 * 3 * 256 * 384 + 384)
              + (3 * 3 * 384 * 384 + 384) + (3 * 3 * 384 * 256 + 256) + (6 * 6 * 256 * 4096 + 4096)
              + (4096 * 4096 + 4096) + (4096 * 1000 + 1000))
@@ -129,3 +128,10 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
   assert b.dtype == jnp.float32
   # bfloat16 keeps 8 bits of mantissa: agreement to a few percent of the logits' scale.
   assert np.abs(np.asarray(a) - np.asarray(b)).max() < 0.05 * np.abs(np.asarray(a)).max()
+
+
+def test_forward_flops_match_torchvision_documented_count():
+  # torchvision documents AlexNet at 0.71 GFLOPS, counting multiply-adds, at 224x224.
+  spec = AlexNetSpec.from_config(load_config("torchvision").model)
+  assert spec.forward_flops() / 2 / 1e9 == pytest.approx(0.71, abs=0.005)
+  assert spec.num_params() == 61_100_840  # torchvision's documented parameter count for AlexNet

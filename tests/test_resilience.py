@@ -106,7 +106,9 @@ def test_impossible_configs_give_one_line(tmp_path, flags, message):
 
 def test_unknown_config_keys_are_named(tmp_path):
   config = tmp_path / "typo.py"
-  config.write_text("import sys; sys.path.insert(0, 'configs')\nimport demo\n\n"
+  config.write_text("import importlib.util\n"
+                    f"spec = importlib.util.spec_from_file_location('demo', {os.path.join(ROOT, 'configs', 'demo.py')!r})\n"
+                    "demo = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(demo)\n\n"
                     "def get_config():\n  c = demo.get_config()\n  c.optimizer.weight_decey = 0.1\n  return c\n")
   done = run_cli("alexnet_jax.main", f"--config={config}", f"--workdir={tmp_path / 'run'}")
   assert done.returncode != 0 and "Traceback" not in done.stderr

@@ -1,0 +1,28 @@
+"""torchvision's AlexNet layout, for like-for-like benchmarks and for torchvision's pretrained weights.
+
+torchvision follows "One weird trick..." (Krizhevsky 2014), not the NIPS 2012 paper: one tower,
+64-192-384-256-256 kernels, no LRN, conv1 padded by 2 on every side. At 224x224 input its adaptive
+average pooling to 6x6 is the identity, so this config reproduces it exactly at that size.
+
+    python -m alexnet_jax.benchmark --config=configs/torchvision.py --config.batch_size=32
+"""
+
+import importlib.util
+import os
+
+# paper.py by its path, not via sys.path: a configs/ directory on sys.path would let this file shadow
+# the real torchvision package.
+_spec = importlib.util.spec_from_file_location("alexnet_jax_config_paper", os.path.join(os.path.dirname(__file__), "paper.py"))
+paper = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(paper)
+
+
+def get_config():
+  config = paper.get_config()
+  config.mesh.model = 1
+  config.model.towers = 1
+  config.model.conv_features = (64, 192, 384, 256, 256)
+  config.model.conv1_padding = (2, 2)
+  config.model.lrn = False
+  config.model.init = "he"  # torchvision's Kaiming-uniform family; only matters when training from scratch
+  return config
