@@ -36,13 +36,14 @@ class Checkpointer:
         data=grain.checkpoint.CheckpointSave(data_iterator),
         meta=ocp.args.JsonSave(meta)))
 
-  def restore(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator) -> tuple[Any, dict]:
+  def restore(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator | None = None
+              ) -> tuple[Any, dict]:
     """The state saved at ``step``, placed like ``abstract_state`` (a tree of ShapeDtypeStructs with
-    shardings); ``data_iterator`` is moved to the saved position in place."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iterator),
-        meta=ocp.args.JsonRestore()))
+    shardings); ``data_iterator``, if given, is moved to the saved position in place."""
+    items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], dict(restored["meta"])
 
   def wait(self) -> None:

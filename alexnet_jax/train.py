@@ -1,7 +1,7 @@
 """Training and evaluation: the paper's loop, on any mesh, resumable from any checkpoint.
 
-Sections follow the data: Mesh -> Input pipeline -> Model & optimizer -> Update step -> Load checkpoint
--> Evals -> Train loop.
+Sections: Update step (the jitted train/eval steps) -> Setup (mesh, input pipeline, model & optimizer,
+checkpoint) -> Train loop.
 """
 
 from __future__ import annotations
@@ -162,8 +162,8 @@ def build(config, workdir: str | None = None) -> Experiment:
   return Experiment(config, mesh, splits, consts, spec, state, tx, plateau, steps_per_epoch, num_steps, data_shard)
 
 
-def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter) -> int:
-  """Loads the latest checkpoint into ``exp`` (and moves ``train_iter``); returns its step or 0."""
+def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter=None) -> int:
+  """Loads the latest checkpoint into ``exp`` (and moves ``train_iter``, if given); returns its step or 0."""
   step = ckpt.latest_step()
   if step is None:
     return 0
@@ -306,17 +306,13 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   """``--mode=eval``: the latest checkpoint's metrics on the eval split."""
   exp = build(config, workdir)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoints_to_keep)
-  index, count = exp.data_shard
-  train_iter = input_pipeline.train_iterator(exp.splits, config, index, count)
   try:
-    step = restore_latest(exp, ckpt, train_iter)
+    step = restore_latest(exp, ckpt)
     if step == 0:
       raise TrainingError(f"no checkpoint in {ckpt.directory} to evaluate")
     result = exp.evaluate(make_eval_step(exp.spec, exp.mesh, config.data.pixel_scale))
   finally:
     ckpt.close()
-    if hasattr(train_iter, "close"):
-      train_iter.close()
   if jax.process_index() == 0:
     print(f"step {step}: eval top-1 error {result['eval_top1_error']:.2%}, "
           f"top-5 {result['eval_top5_error']:.2%}, loss {result['eval_loss']:.4f} "
