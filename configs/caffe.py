@@ -1,0 +1,30 @@
+"""BVLC Caffe's AlexNet ("bvlc_alexnet"), for its widely shared weights (``bvlc_alexnet.npy``).
+
+It is the paper's two-tower network (conv2, conv4, conv5 in two groups; 60,965,224 parameters) with
+Caffe's own choices, which differ from the paper:
+- 227x227 input and no padding in conv1 (gives the paper's 55x55);
+- LRN across all maps of a layer (not per tower), k=1 and alpha = 1e-4 / 5 in the paper's convention
+  (Caffe divides its alpha=1e-4 by the window of 5);
+- inputs were BGR with Caffe's mean subtracted: ``alexnet_jax.convert.from_caffe_npy`` reorders conv1's
+  input channels so the model takes RGB; subtracting the mean (BGR 104, 117, 123 per pixel) stays the
+  caller's job.
+
+    model = alexnet_jax.convert.from_caffe_npy("bvlc_alexnet.npy")
+"""
+
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location("alexnet_jax_config_paper", os.path.join(os.path.dirname(__file__), "paper.py"))
+paper = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(paper)
+
+
+def get_config():
+  config = paper.get_config()
+  config.model.image_size = 227
+  config.model.conv1_padding = (0, 0)
+  config.model.lrn_scope = "layer"
+  config.model.lrn_k = 1.0
+  config.model.lrn_alpha = 1e-4 / 5
+  return config

@@ -1,0 +1,124 @@
+"""Imported weights give the source framework's logits: checked against numpy forward passes written
+from each framework's documented semantics (torch: NCHW/OIHW, flatten (C,H,W); Caffe: HWIO, groups in
+order, LRN with alpha/n and k=1 across the layer), with random weights."""
+
+import numpy as np
+import pytest
+
+from alexnet_jax import convert, sharding
+from alexnet_jax.errors import ConfigError
+
+
+def conv_nchw(x, w, b, stride, pad, groups=1):
+  """Cross-correlation as torch and Caffe define it; x [N, C, H, W], w [O, C/groups, kh, kw]."""
+  x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+  kh, kw = w.shape[2:]
+  windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+  cin, cout = w.shape[1], w.shape[0] // groups
+  out = [np.einsum("nchwij,ocij->nohw", windows[:, g * cin:(g + 1) * cin], w[g * cout:(g + 1) * cout], optimize=True)
+         for g in range(groups)]
+  return np.concatenate(out, axis=1) + b[None, :, None, None]
+
+
+def max_pool_nchw(x, size=3, stride=2):
+  return np.lib.stride_tricks.sliding_window_view(x, (size, size), axis=(2, 3))[:, :, ::stride, ::stride].max(axis=(-1, -2))
+
+
+def caffe_lrn_nchw(x, n=5, alpha=1e-4, beta=0.75, k=1.0):
+  """Caffe's LRN across channels: x / (k + alpha/n * sum of squares over n channels) ** beta."""
+  squares = np.pad(x ** 2, ((0, 0), (n // 2, n // 2), (0, 0), (0, 0)))
+  window = sum(squares[:, i:i + x.shape[1]] for i in range(n))
+  return x / (k + alpha / n * window) ** beta
+
+
+relu = lambda x: np.maximum(x, 0)
+
+
+def random_weights(rng, shapes):
+  """He-scaled random weights (fan-in from all but the output axis) and small random biases."""
+  out = {}
+  for name, (shape, fan_in) in shapes.items():
+    out[name] = (rng.normal(0, np.sqrt(2 / fan_in), shape).astype(np.float32),
+                 rng.normal(0, 0.1, shape[0] if "weight" in name else shape[-1]).astype(np.float32))
+  return out
+
+
+def torchvision_reference(sd, images_nhwc):
+  x = images_nhwc.transpose(0, 3, 1, 2).astype(np.float64)
+  g = lambda k: (sd[k + ".weight"].astype(np.float64), sd[k + ".bias"].astype(np.float64))
+  x = max_pool_nchw(relu(conv_nchw(x, *g("features.0"), 4, 2)))
+  x = max_pool_nchw(relu(conv_nchw(x, *g("features.3"), 1, 2)))
+  x = relu(conv_nchw(x, *g("features.6"), 1, 1))
+  x = relu(conv_nchw(x, *g("features.8"), 1, 1))
+  x = max_pool_nchw(relu(conv_nchw(x, *g("features.10"), 1, 1)))  # 6x6: adaptive avg pool is the identity
+  x = x.reshape(len(x), -1)  # torch.flatten of NCHW: (C, H, W) order
+  for key in ("classifier.1", "classifier.4"):
+    w, b = g(key)
+    x = relu(x @ w.T + b)
+  w, b = g("classifier.6")
+  return x @ w.T + b
+
+
+def test_torchvision_weights_give_torchvision_logits():
+  rng = np.random.default_rng(0)
+  shapes = {"features.0": (64, 3, 11, 11), "features.3": (192, 64, 5, 5), "features.6": (384, 192, 3, 3),
+            "features.8": (256, 384, 3, 3), "features.10": (256, 256, 3, 3), "classifier.1": (4096, 9216),
+            "classifier.4": (4096, 4096), "classifier.6": (1000, 4096)}
+  sd = {}
+  for key, shape in shapes.items():
+    sd[key + ".weight"] = rng.normal(0, np.sqrt(2 / np.prod(shape[1:])), shape).astype(np.float32)
+    sd[key + ".bias"] = rng.normal(0, 0.1, shape[0]).astype(np.float32)
+  images = rng.normal(0, 1, (2, 224, 224, 3)).astype(np.float32)
+  model = convert.from_torchvision(sd)
+  model.eval()
+  got, want = np.asarray(model(images)), torchvision_reference(sd, images)
+  assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def caffe_reference(layers, images_rgb):
+  """bvlc_alexnet in Caffe's semantics: BGR input, conv1 -> relu -> norm -> pool, groups of 2 in conv2/4/5."""
+  x = images_rgb[..., ::-1].transpose(0, 3, 1, 2).astype(np.float64)  # BGR, NCHW
+  conv = lambda x, name, stride, pad, groups: conv_nchw(
+      x, layers[name][0].astype(np.float64).transpose(3, 2, 0, 1), layers[name][1].astype(np.float64), stride, pad, groups)
+  x = max_pool_nchw(caffe_lrn_nchw(relu(conv(x, "conv1", 4, 0, 1))))
+  x = max_pool_nchw(caffe_lrn_nchw(relu(conv(x, "conv2", 1, 2, 2))))
+  x = relu(conv(x, "conv3", 1, 1, 1))
+  x = relu(conv(x, "conv4", 1, 1, 2))
+  x = max_pool_nchw(relu(conv(x, "conv5", 1, 1, 2)))
+  x = x.transpose(0, 2, 3, 1).reshape(len(x), -1)  # fc6 rows in (h, w, c) order
+  for name in ("fc6", "fc7"):
+    x = relu(x @ layers[name][0] + layers[name][1])
+  return x @ layers["fc8"][0] + layers["fc8"][1]
+
+
+@pytest.fixture(scope="module")
+def caffe_npy(tmp_path_factory):
+  rng = np.random.default_rng(1)
+  shapes = {"conv1": (11, 11, 3, 96), "conv2": (5, 5, 48, 256), "conv3": (3, 3, 256, 384), "conv4": (3, 3, 192, 384),
+            "conv5": (3, 3, 192, 256), "fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}
+  layers = {}
+  for name, shape in shapes.items():
+    # Large first-layer weights so that LRN (k=1) actually normalises.
+    scale = 40 * np.sqrt(2 / np.prod(shape[:-1])) if name == "conv1" else np.sqrt(2 / np.prod(shape[:-1]))
+    layers[name] = [rng.normal(0, scale, shape).astype(np.float32), rng.normal(0, 0.1, shape[-1]).astype(np.float32)]
+  path = tmp_path_factory.mktemp("caffe") / "bvlc_alexnet.npy"
+  np.save(path, layers, allow_pickle=True)
+  return str(path), layers
+
+
+@pytest.mark.parametrize("model_devices", [1, 2])
+def test_caffe_weights_give_caffe_logits_on_one_or_two_devices(caffe_npy, model_devices):
+  path, layers = caffe_npy
+  images = np.random.default_rng(2).normal(0, 30, (2, 227, 227, 3)).astype(np.float32)
+  model = convert.from_caffe_npy(path, mesh=sharding.make_mesh(data=1, model=model_devices))
+  model.eval()
+  assert sum(x.size for x in __import__("jax").tree.leaves(model.params())) == 60_965_224
+  got, want = np.asarray(model(images)), caffe_reference(layers, images)
+  assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_wrong_files_are_refused(tmp_path):
+  with pytest.raises(ConfigError, match="missing"):
+    convert.from_torchvision({"features.0.weight": np.zeros((64, 3, 11, 11))})
+  with pytest.raises(ConfigError, match="cannot read"):
+    convert.from_caffe_npy(str(tmp_path / "nothing.npy"))
