@@ -41,7 +41,8 @@ def validate(config, num_devices: int) -> None:
   _check_keys(config)
   data, model = config.mesh.data, config.mesh.model
   if model < 1 or num_devices % model:
-    raise ConfigError(f"mesh.model={model} must be a positive divisor of the {num_devices} available devices")
+    hint = "; --config.mesh.model=1 puts both towers on each device" if model > 1 else ""
+    raise ConfigError(f"mesh.model={model} must be a positive divisor of the {num_devices} available devices{hint}")
   if data == -1:
     data = num_devices // model
   if data < 1 or data * model > num_devices:
