@@ -11,28 +11,18 @@ Both return the model in training mode, like a fresh one: call ``model.eval()`` 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Mapping
 
 import numpy as np
 from flax import nnx
 
+from alexnet_jax import config_files
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.model import AlexNet
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
 TORCHVISION_KEYS = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
                     "conv5": "features.10", "fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6"}
-
-
-def load_config(name: str):
-  """``configs/NAME.py``'s config, loaded by path."""
-  spec = importlib.util.spec_from_file_location(f"alexnet_jax_config_{name}", os.path.join(CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def _split_towers(array: np.ndarray, towers: int) -> np.ndarray:
@@ -42,7 +32,7 @@ def _split_towers(array: np.ndarray, towers: int) -> np.ndarray:
 
 
 def _build(config_name: str, params: dict, mesh=None, **model_overrides) -> AlexNet:
-  config = load_config(config_name)
+  config = config_files.load(config_name)
   config.model.update(model_overrides)
   model = AlexNet(config.model, rngs=nnx.Rngs(0), mesh=mesh)
   expected = {name: (tuple(p["kernel"].shape), tuple(p["bias"].shape)) for name, p in model.params().items()}

@@ -12,16 +12,11 @@ Caffe's own choices, which differ from the paper:
     model = alexnet_jax.convert.from_caffe_npy("bvlc_alexnet.npy")
 """
 
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location("alexnet_jax_config_paper", os.path.join(os.path.dirname(__file__), "paper.py"))
-paper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(paper)
+from alexnet_jax import config_files
 
 
 def get_config():
-  config = paper.get_config()
+  config = config_files.load("paper")
   config.model.image_size = 227
   config.model.conv1_padding = (0, 0)
   config.model.lrn_scope = "layer"

@@ -13,18 +13,11 @@ He initialisation on pixels scaled to 0..1: with the paper's N(0, 0.01) the net 
 than the demo runs (the paper trained for days; the README's deviation table).
 """
 
-import importlib.util
-import os
-
-# paper.py by its path, not via sys.path: a configs/ directory on sys.path would let this file shadow
-# the real torchvision package.
-_spec = importlib.util.spec_from_file_location("alexnet_jax_config_paper", os.path.join(os.path.dirname(__file__), "paper.py"))
-paper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(paper)
+from alexnet_jax import config_files
 
 
 def get_config():
-  config = paper.get_config()
+  config = config_files.load("paper")
   config.batch_size = 64
   config.num_epochs = 12
   config.log_every_steps = 10

@@ -7,18 +7,11 @@ average pooling to 6x6 is the identity, so this config reproduces it exactly at 
     python -m alexnet_jax.benchmark --config=configs/torchvision.py --config.batch_size=32
 """
 
-import importlib.util
-import os
-
-# paper.py by its path, not via sys.path: a configs/ directory on sys.path would let this file shadow
-# the real torchvision package.
-_spec = importlib.util.spec_from_file_location("alexnet_jax_config_paper", os.path.join(os.path.dirname(__file__), "paper.py"))
-paper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(paper)
+from alexnet_jax import config_files
 
 
 def get_config():
-  config = paper.get_config()
+  config = config_files.load("paper")
   config.mesh.model = 1
   config.model.towers = 1
   config.model.conv_features = (64, 192, 384, 256, 256)

@@ -8,10 +8,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import importlib.util  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
+
+from alexnet_jax.config_files import load as load_config  # noqa: E402  (configs by path, for the tests)
 
 # A narrow AlexNet with every structural feature of the paper's (towers, LRN, overlapping pooling,
 # dropout, the cross-tower layers) that compiles and runs in seconds on a CPU.
@@ -46,11 +47,3 @@ def tiny_flags():
   return ["--config=configs/demo.py", "--config.batch_size=16", *flags]
 
 
-
-
-def load_config(name: str):
-  """configs/NAME.py's config, loaded by path (configs/torchvision.py must not shadow the real package)."""
-  spec = importlib.util.spec_from_file_location(f"alexnet_jax_config_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
