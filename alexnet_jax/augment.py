@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-# Views of the paper's 10-crop test (§4.1): the four corners and the centre, each also mirrored.
-CORNERS_AND_CENTRE = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
-
-
 def _crop(image: np.ndarray, top: int, left: int, size: int, flip: bool) -> np.ndarray:
   crop = image[top:top + size, left:left + size]
   return np.ascontiguousarray(crop[:, ::-1] if flip else crop)

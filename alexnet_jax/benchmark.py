@@ -144,7 +144,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   import jax.numpy as jnp
   from flax import nnx
 
-  from alexnet_jax import augment, input_pipeline, optim, preprocess, sharding, sources, stats as stats_lib, train
+  from alexnet_jax import input_pipeline, optim, preprocess, sharding, sources, stats as stats_lib, train
   from alexnet_jax.model import AlexNet, AlexNetSpec
 
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)

@@ -102,6 +102,11 @@ def evaluate(eval_step: Callable, params, batches: Iterator[dict], mesh, global_
           "eval_skipped_images": float(totals["skipped"])}
 
 
+def describe_eval(step: int, result: dict[str, float]) -> str:
+  return (f"step {step}: eval top-1 error {result['eval_top1_error']:.2%}, top-5 {result['eval_top5_error']:.2%}, "
+          f"loss {result['eval_loss']:.4f} ({int(result['eval_images'])} images)")
+
+
 # ----------------------------------------------------------------------------- Setup
 
 @dataclasses.dataclass
@@ -282,8 +287,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           learning_rate = exp.plateau.update(last_eval["eval_top1_error"])
           exp.state["opt_state"] = optim.with_learning_rate(exp.state["opt_state"], learning_rate)
         writer.write(step, last_eval)
-        say(f"step {step}: eval top-1 error {last_eval['eval_top1_error']:.2%}, "
-                       f"top-5 {last_eval['eval_top5_error']:.2%}, loss {last_eval['eval_loss']:.4f}")
+        say(describe_eval(step, last_eval))
         tick = time.perf_counter()  # evaluation time is not training throughput
 
       if step % checkpoint_every == 0 or step == exp.num_steps:
@@ -314,7 +318,5 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   finally:
     ckpt.close()
   if jax.process_index() == 0:
-    print(f"step {step}: eval top-1 error {result['eval_top1_error']:.2%}, "
-          f"top-5 {result['eval_top5_error']:.2%}, loss {result['eval_loss']:.4f} "
-          f"({int(result['eval_images'])} images)")
+    print(describe_eval(step, result))
   return result

@@ -2,7 +2,6 @@
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from alexnet_jax import augment, preprocess, stats as stats_lib
 

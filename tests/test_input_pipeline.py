@@ -1,6 +1,5 @@
 """The grain pipeline: exact resume with and without worker processes; folder datasets with bad files."""
 
-import json
 import os
 
 import numpy as np
@@ -60,7 +59,7 @@ def test_folder_dataset_skips_and_reports_bad_files(tmp_path):
                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
   assert done.returncode == 0, done.stderr[-3000:]
   for name in ("empty.jpg", "notes.txt", "truncated.jpg", "broken.jpg"):
-    assert f"skipping unreadable image" in done.stderr and name in done.stderr, name
+    assert "skipping unreadable image" in done.stderr and name in done.stderr, name
   lines = metrics.read_metrics(str(workdir))
   # 19 files, 3 of them bad: the first 5 batches of 4 hold every training file once (and one more).
   skipped = sum(m["train_skipped_images"] for m in lines if "train_loss" in m)

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from alexnet_jax import layers, model as model_lib
+from alexnet_jax import layers
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 from conftest import TINY_MODEL, load_config

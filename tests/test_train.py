@@ -1,6 +1,5 @@
 """The training loop end to end on the demo data: metrics, evaluation of every image, exact resume."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import input_pipeline, metrics, sources, train
-from conftest import ROOT, TINY_MODEL, run_cli, tiny_flags
+from conftest import ROOT, run_cli, tiny_flags
 
 
 def train_losses(workdir):
