@@ -20,8 +20,10 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from alexnet_jax import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.", lock_config=False)
@@ -141,7 +143,6 @@ def peak_flops(device, dtype: str) -> float | None:
 
 def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   import jax
-  import jax.numpy as jnp
   from flax import nnx
 
   from alexnet_jax import input_pipeline, optim, preprocess, sharding, sources, stats as stats_lib, train
@@ -156,8 +157,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   consts = preprocess.constants(stats, mesh)
   model = AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh)
   tx = optim.paper_sgd(config.optimizer.learning_rate, config.optimizer.momentum, config.optimizer.weight_decay)
-  params = model.params()
-  state = sharding.on_mesh(mesh, {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": jax.jit(tx.init)(params)})
+  state = train.initial_state(model, tx)
   rng = np.random.default_rng(0)
   host = {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
           "offset": np.tile(np.array([[(stored - size) // 2, (stored - size) // 2, 0]], np.int32), (n, 1)),
@@ -186,11 +186,11 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   run_train(2)  # warm-up
   train_rate = _median_rate(run_train, n, steps, repeats)
   eval_step = train.make_eval_step(spec, mesh, config.data.pixel_scale)
-  params_now = holder["state"]["params"]
+  params_now, stats_now = holder["state"]["params"], holder["state"].get("batch_stats")
 
   def run_eval(k):
     for _ in range(k):
-      out = eval_step(params_now, eval_batch, consts)
+      out = eval_step(params_now, eval_batch, consts, stats_now)
     jax.block_until_ready(out)
 
   run_eval(2)
@@ -244,4 +244,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

@@ -11,6 +11,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from alexnet_jax import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard events.")
@@ -58,16 +60,5 @@ def main(argv):
     raise SystemExit(f"alexnet_jax: {error}") from None
 
 
-def parse_flags(argv):
-  """absl's parser, but a bad flag or ``--config.KEY`` override ends in one line instead of a traceback."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as error:
-    raise SystemExit(f"alexnet_jax: {error}") from None
-  except (AttributeError, KeyError, TypeError, ValueError) as error:
-    detail = " ".join(str(error).replace("\\n", " ").replace("\\'", "").strip("'\"").split())
-    raise SystemExit(f"alexnet_jax: bad config override: {detail}") from None
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +69,15 @@ def pool_name(layer: ConvLayer) -> str:
   return "pool" + layer.name.removeprefix("conv")
 
 
+def norm_name(layer: ConvLayer) -> str:
+  return "bn" + layer.name.removeprefix("conv")
+
+
+ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
+BATCH_NORM_MOMENTUM = 0.9  # running statistics: short runs need a short memory (flax's default is 0.99)
+BATCH_NORM_EPSILON = 1e-5
+
+
 # What ``AlexNet.activations`` returns, in order: conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5, fc6...
 ACTIVATION_NAMES = tuple(n for l in CONV_LAYERS for n in ((l.name, pool_name(l)) if l.pool else (l.name,))) + tuple(
     l.name for l in DENSE_LAYERS)
@@ -89,6 +98,8 @@ class AlexNetSpec:
   lrn_alpha: float = 1e-4
   lrn_beta: float = 0.75
   lrn_scope: str = "tower"  # "tower": each tower its own maps (paper); "layer": all maps of the layer (Caffe)
+  batch_norm: bool = False  # ablation: batch normalisation where the paper has LRN (after conv1, conv2)
+  activation: str = "relu"  # "relu" (paper §3.1) or "tanh" (the saturating unit of its Figure 1)
   overlap_pool: bool = True
   dropout_rate: float = 0.5
   init: str = "paper"  # "paper": N(0, init_std) and the paper's biases; "he": N(0, 2/fan_in), zero biases
@@ -118,6 +129,10 @@ class AlexNetSpec:
         raise ConfigError(f"{name} has {features} kernels, not divisible into model.towers={self.towers}")
     if self.lrn_scope not in ("tower", "layer"):
       raise ConfigError(f"model.lrn_scope must be 'tower' or 'layer', got {self.lrn_scope!r}")
+    if self.activation not in ACTIVATIONS:
+      raise ConfigError(f"model.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+    if self.lrn and self.batch_norm:
+      raise ConfigError("model.lrn and model.batch_norm are alternatives at the same place: set one to False")
     if self.init not in ("paper", "he"):
       raise ConfigError(f"model.init must be 'paper' or 'he', got {self.init!r}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -160,6 +175,13 @@ class AlexNetSpec:
       fan_in = features
     return shapes
 
+  def norm_shapes(self) -> dict[str, tuple[int, int]]:
+    """Batch-norm layer name (``bn1``...) -> shape ``[towers, channels per tower]`` of its scale, offset and
+    statistics; empty unless ``batch_norm``."""
+    if not self.batch_norm:
+      return {}
+    return {norm_name(l): (self.towers, f // self.towers) for l, f in zip(CONV_LAYERS, self.conv_features) if l.lrn}
+
   def forward_flops(self) -> int:
     """FLOPs (2 x multiply-adds) of one image's forward pass through the convolutions and FC layers;
     ReLU, LRN and pooling are left out, as is usual for model FLOP utilisation."""
@@ -177,7 +199,8 @@ class AlexNetSpec:
     return flops
 
   def num_params(self) -> int:
-    return sum(int(np.prod(k)) + int(np.prod(b)) for k, b in self.param_shapes().values())
+    weights = sum(int(np.prod(k)) + int(np.prod(b)) for k, b in self.param_shapes().values())
+    return weights + sum(2 * int(np.prod(shape)) for shape in self.norm_shapes().values())  # scale, offset
 
 
 def gather_towers(x: jax.Array) -> jax.Array:
@@ -195,10 +218,28 @@ def _lrn(spec: AlexNetSpec, x: jax.Array, towers_here: int) -> jax.Array:
   return lax.dynamic_slice_in_dim(everything, lax.axis_index(sharding.MODEL) * width, width, axis=-1)
 
 
-def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, params, images, keep_masks):
-  """One device's share: its local towers (``towers_here``) on its slice of the batch."""
+def _batch_norm(x: jax.Array, p: dict, stats: dict | None, train: bool):
+  """Batch normalisation of each channel over the *global* batch (and positions): the means are
+  averaged over the ``data`` axis, so every placement gives the same numbers. Returns (y, batch stats)."""
+  x32 = x.astype(jnp.float32)
+  if train:
+    mean = lax.pmean(jnp.mean(x32, axis=(0, 1, 2)), sharding.DATA)
+    var = lax.pmean(jnp.mean(jnp.square(x32 - mean), axis=(0, 1, 2)), sharding.DATA)
+  else:
+    mean, var = stats["mean"].reshape(-1), stats["var"].reshape(-1)
+  scale = p["scale"].reshape(-1) * lax.rsqrt(var + BATCH_NORM_EPSILON)
+  y = (x32 - mean) * scale + p["offset"].reshape(-1)
+  shape = p["scale"].shape  # [local towers, channels per tower]
+  return y.astype(x.dtype), {"mean": mean.reshape(shape), "var": var.reshape(shape)}
+
+
+def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: bool, params, batch_stats,
+                    images, keep_masks):
+  """One device's share: its local towers (``towers_here``) on its slice of the batch. Returns the logits,
+  the captured activations and the batch-norm layers' batch statistics (training) or running ones."""
+  act = ACTIVATIONS[spec.activation]
   x = images.astype(spec.dtype)
-  activations = {}
+  activations, new_stats = {}, {}
   for layer in CONV_LAYERS:
     p = params[layer.name]
     if layer.reads == ALL:
@@ -206,9 +247,12 @@ def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, params, 
     padding = spec.conv1_padding if layer.padding is None else layer.padding
     x = layers.tower_conv(x, p["kernel"], p["bias"], stride=layer.stride, padding=padding,
                           own_tower_input=layer.reads == OWN)
-    x = jax.nn.relu(x)
+    x = act(x)
     if layer.lrn and spec.lrn:
       x = _lrn(spec, x, towers_here)
+    if layer.lrn and spec.batch_norm:
+      name = norm_name(layer)
+      x, new_stats[name] = _batch_norm(x, params[name], batch_stats.get(name), train)
     activations[layer.name] = x
     if layer.pool:
       x = layers.max_pool(x, window=spec.pool_window, stride=spec.pool_stride)
@@ -218,23 +262,16 @@ def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, params, 
     x = gather_towers(x)  # cross-device: fc6, fc7 and fc8 read both GPUs' units
     x = layers.tower_dense(x.reshape(x.shape[0], -1), p["kernel"], p["bias"])
     if layer is not DENSE_LAYERS[-1]:
-      x = jax.nn.relu(x)
+      x = act(x)
       if layer.dropout and keep_masks is not None:
         # Inverted dropout: scale at training time, so evaluation needs no paper-style x0.5.
         x = jnp.where(keep_masks[layer.name], x / (1.0 - spec.dropout_rate), 0).astype(x.dtype)
     activations[layer.name] = x
   logits = gather_towers(x).astype(jnp.float32)  # softmax over both towers' fc8 units
-  return (logits, activations) if capture else logits
+  return logits, (activations if capture else {}), new_stats
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "mesh", "capture"))
-def apply(spec: AlexNetSpec, mesh: Mesh, params, images: jax.Array, dropout_key: jax.Array | None = None,
-          capture: bool = False):
-  """Logits for ``images`` (NHWC, batch divisible by ``mesh.shape['data']``). Pure function of ``params``.
-
-  ``dropout_key=None`` is inference (no dropout). Masks are drawn for the *global* batch, so a given key
-  gives the same masks under every placement. ``capture=True`` also returns each layer's output.
-  """
+def _forward(spec: AlexNetSpec, mesh: Mesh, params, batch_stats, images, dropout_key, capture: bool, train: bool):
   towers_here = spec.towers // mesh.shape[sharding.MODEL]
   keep_masks = None
   if dropout_key is not None and spec.dropout_rate > 0:
@@ -244,16 +281,43 @@ def apply(spec: AlexNetSpec, mesh: Mesh, params, images: jax.Array, dropout_key:
         shape = (images.shape[0], params[layer.name]["bias"].size)
         mask = jax.random.bernoulli(key, 1.0 - spec.dropout_rate, shape)
         keep_masks[layer.name] = lax.with_sharding_constraint(mask, NamedSharding(mesh, P(sharding.DATA, sharding.MODEL)))
-  out_specs = P(sharding.DATA)
+  acts_spec = {}
   if capture:
     conv_spec, dense_spec = P(sharding.DATA, None, None, sharding.MODEL), P(sharding.DATA, sharding.MODEL)
-    out_specs = (out_specs, {name: conv_spec for name in ACTIVATION_NAMES[:-len(DENSE_LAYERS)]}
-                 | {l.name: dense_spec for l in DENSE_LAYERS})
+    acts_spec = {name: conv_spec for name in ACTIVATION_NAMES[:-len(DENSE_LAYERS)]} | {
+        l.name: dense_spec for l in DENSE_LAYERS}
   forward = jax.shard_map(
-      functools.partial(_device_forward, spec, towers_here, capture), mesh=mesh,
-      in_specs=(sharding.TOWER_SPEC, sharding.BATCH_SPEC, P(sharding.DATA, sharding.MODEL)),
-      out_specs=out_specs)
-  return forward(params, images, keep_masks)
+      functools.partial(_device_forward, spec, towers_here, capture, train), mesh=mesh,
+      in_specs=(sharding.TOWER_SPEC, sharding.TOWER_SPEC, sharding.BATCH_SPEC, P(sharding.DATA, sharding.MODEL)),
+      out_specs=(P(sharding.DATA), acts_spec, sharding.TOWER_SPEC))
+  return forward(params, batch_stats, images, keep_masks)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "mesh", "capture"))
+def apply(spec: AlexNetSpec, mesh: Mesh, params, images: jax.Array, dropout_key: jax.Array | None = None,
+          capture: bool = False, batch_stats: dict | None = None):
+  """Logits for ``images`` (NHWC, batch divisible by ``mesh.shape['data']``). Pure function of ``params``.
+
+  ``dropout_key=None`` is inference (no dropout). Masks are drawn for the *global* batch, so a given key
+  gives the same masks under every placement. ``capture=True`` also returns each layer's output.
+  A ``batch_norm`` network normalises with ``batch_stats`` (running statistics) at inference and with the
+  batch's own statistics in training (``train_apply`` also returns them).
+  """
+  train = dropout_key is not None
+  if spec.batch_norm and not train and batch_stats is None:
+    raise ConfigError("a batch-normalised AlexNet needs batch_stats= (its running statistics) for inference")
+  logits, activations, _ = _forward(spec, mesh, params, batch_stats or {}, images, dropout_key, capture, train)
+  return (logits, activations) if capture else logits
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "mesh"))
+def train_apply(spec: AlexNetSpec, mesh: Mesh, params, batch_stats: dict, images: jax.Array,
+                dropout_key: jax.Array) -> tuple[jax.Array, dict]:
+  """Training-mode logits and the updated running statistics of the batch-norm layers (``{}`` without)."""
+  logits, _, stats = _forward(spec, mesh, params, batch_stats, images, dropout_key, False, True)
+  updated = jax.tree.map(lambda old, new: BATCH_NORM_MOMENTUM * old + (1 - BATCH_NORM_MOMENTUM) * new,
+                         batch_stats, lax.stop_gradient(stats))
+  return logits, updated
 
 
 class TowerLayer(nnx.Module):
@@ -262,6 +326,15 @@ class TowerLayer(nnx.Module):
   def __init__(self, kernel: jax.Array, bias: jax.Array):
     self.kernel = nnx.Param(kernel)
     self.bias = nnx.Param(bias)
+
+
+class TowerNorm(nnx.Module):
+  """Batch normalisation of one layer's towers: affine parameters and running statistics ``[T, C]``."""
+
+  def __init__(self, fill: Callable[[float], jax.Array]):
+    # Four separate buffers: the train step donates its state, and a buffer may be donated only once.
+    self.scale, self.offset = nnx.Param(fill(1.0)), nnx.Param(fill(0.0))
+    self.mean, self.var = nnx.BatchStat(fill(0.0)), nnx.BatchStat(fill(1.0))
 
 
 class AlexNet(nnx.Module):
@@ -290,28 +363,37 @@ class AlexNet(nnx.Module):
       std = self.spec.init_std if self.spec.init == "paper" else np.sqrt(2.0 / np.prod(kernel_shape[1:-1]))
       bias = biases[name] if self.spec.init == "paper" else 0.0
       setattr(self, name, TowerLayer(draw(rngs.params(), std, kernel_shape), fill(bias, bias_shape)))
+    for name, shape in self.spec.norm_shapes().items():
+      setattr(self, name, TowerNorm(functools.partial(fill, shape=shape)))
 
   def params(self) -> dict:
     """The parameters as a plain nested dict ``{layer: {'kernel', 'bias'}}`` (what training works on)."""
     return nnx.to_pure_dict(nnx.state(self, nnx.Param))
 
-  def load_params(self, params: Mapping) -> None:
-    state = nnx.state(self, nnx.Param)
-    nnx.replace_by_pure_dict(state, params)
-    nnx.update(self, state)
+  def batch_stats(self) -> dict:
+    """Running statistics of the batch-norm layers ``{bn1: {'mean', 'var'}, ...}``; ``{}`` without them."""
+    return nnx.to_pure_dict(nnx.state(self, nnx.BatchStat))
+
+  def load_params(self, params: Mapping, batch_stats: Mapping | None = None) -> None:
+    for kind, values in ((nnx.Param, params), (nnx.BatchStat, batch_stats)):
+      if values:
+        state = nnx.state(self, kind)
+        nnx.replace_by_pure_dict(state, values)
+        nnx.update(self, state)
 
   def __call__(self, images, *, dropout_key: jax.Array | None = None) -> jax.Array:
     """Logits ``[batch, num_classes]`` (float32) for float32 NHWC ``images`` (numpy or jax)."""
     if not self.deterministic and dropout_key is None:
       raise ConfigError("a training-mode AlexNet needs dropout_key=...; call model.eval() for inference")
     placed, n = self._place(images)
-    return apply(self.spec, self.mesh, self.params(), placed, None if self.deterministic else dropout_key)[:n]
+    return apply(self.spec, self.mesh, self.params(), placed, None if self.deterministic else dropout_key,
+                 batch_stats=self.batch_stats())[:n]
 
   def activations(self, images) -> dict[str, jax.Array]:
     """Inference-mode outputs by ``ACTIVATION_NAMES``: each conv after its ReLU (and LRN), each pooling,
     fc6/fc7 after ReLU, fc8 the logits. Conv maps keep the towers' channels tower by tower."""
     placed, n = self._place(images)
-    _, acts = apply(self.spec, self.mesh, self.params(), placed, None, capture=True)
+    _, acts = apply(self.spec, self.mesh, self.params(), placed, None, capture=True, batch_stats=self.batch_stats())
     return {name: a[:n] for name, a in acts.items()}
 
   def _place(self, images) -> tuple[jax.Array, int]:

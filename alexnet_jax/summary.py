@@ -24,8 +24,12 @@ def layer_rows(model_config, model_devices: int) -> tuple[list[dict], int]:
   mesh = AbstractMesh((1, model_devices), (sharding.DATA, sharding.MODEL), axis_types=(AxisType.Auto,) * 2)
   params = {name: {"kernel": jax.ShapeDtypeStruct(k, jnp.float32), "bias": jax.ShapeDtypeStruct(b, jnp.float32)}
             for name, (k, b) in spec.param_shapes().items()}
+  norms = {name: {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k in ("scale", "offset")}
+           for name, shape in spec.norm_shapes().items()}
+  stats = {name: {"mean": n["scale"], "var": n["offset"]} for name, n in norms.items()}
   images = jax.ShapeDtypeStruct((1, spec.image_size, spec.image_size, 3), jnp.float32)
-  _, shapes = jax.eval_shape(lambda p, x: model_lib.apply(spec, mesh, p, x, capture=True), params, images)
+  _, shapes = jax.eval_shape(lambda p, s, x: model_lib.apply(spec, mesh, p, x, capture=True, batch_stats=s),
+                             params | norms, stats, images)
 
   layers = {l.name: l for l in model_lib.CONV_LAYERS + model_lib.DENSE_LAYERS}
   per_device = spec.towers // model_devices
@@ -36,7 +40,9 @@ def layer_rows(model_config, model_devices: int) -> tuple[list[dict], int]:
     row = {"layer": name, "shape": "x".join(map(str, shape)), "params": 0, "placement": "", "traffic": ""}
     if layer is not None:
       kernel, bias = spec.param_shapes()[name]
-      row["params"] = int(np.prod(kernel) + np.prod(bias))
+      # A batch-norm layer's scale and offset count with the convolution they follow.
+      norm = 2 * int(np.prod(spec.norm_shapes().get(model_lib.norm_name(layer), 0))) if name.startswith("conv") else 0
+      row["params"] = int(np.prod(kernel) + np.prod(bias)) + norm
       towers = ", ".join(f"t{t}->dev{t // per_device}" for t in range(spec.towers))
       row["placement"] = f"{spec.towers} x {int(np.prod(kernel[1:]) + np.prod(bias[1:])):,} ({towers})"
       reads_all = getattr(layer, "reads", model_lib.ALL) == model_lib.ALL
@@ -77,10 +83,12 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
+
+  from alexnet_jax import cli
 
   FLAGS = flags.FLAGS
   config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

@@ -25,7 +25,7 @@ from alexnet_jax import model as model_lib
 from alexnet_jax.errors import TrainingError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 
-State = dict  # {'step': int32 scalar, 'params': {...}, 'opt_state': optax state}
+State = dict  # {'step': int32 scalar, 'params': {...}, 'opt_state': optax state[, 'batch_stats': {...}]}
 
 
 # ----------------------------------------------------------------------------- Update step
@@ -41,10 +41,10 @@ def make_train_step(spec: AlexNetSpec, mesh, tx: optax.GradientTransformation, p
     count = jnp.maximum(valid.sum(), 1.0)
 
     def loss_fn(params):
-      logits = model_lib.apply(spec, mesh, params, images, key)
-      return jnp.sum(metrics.cross_entropy(logits, batch["label"]) * valid) / count, logits
+      logits, batch_stats = model_lib.train_apply(spec, mesh, params, state.get("batch_stats", {}), images, key)
+      return jnp.sum(metrics.cross_entropy(logits, batch["label"]) * valid) / count, (logits, batch_stats)
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     step_metrics = {
@@ -56,23 +56,26 @@ def make_train_step(spec: AlexNetSpec, mesh, tx: optax.GradientTransformation, p
         # Not isfinite(param_norm): the norm of huge but finite weights overflows float32.
         "params_finite": jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])),
     }
-    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, step_metrics
+    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
+    if "batch_stats" in state:
+      new_state["batch_stats"] = batch_stats
+    return new_state, step_metrics
 
   return jax.jit(train_step, donate_argnums=0)
 
 
 def make_eval_step(spec: AlexNetSpec, mesh, pixel_scale: float) -> Callable:
-  """``(params, batch, consts) -> sums`` of loss and top-1/top-5 mistakes over the batch's real images.
+  """``(params, batch, consts, batch_stats=None) -> sums`` of loss and top-1/top-5 mistakes over the batch's real images.
 
   Each image comes as ``views`` crops (1: centre; 10: the paper's test); their softmax outputs are
   averaged before the error is counted (§4.1).
   """
 
-  def eval_step(params, batch: dict, consts: dict):
+  def eval_step(params, batch: dict, consts: dict, batch_stats: dict | None = None):
     batch_size, views = batch["image"].shape[:2]
     flat = lambda x: x.reshape(batch_size * views, *x.shape[2:])
     images = preprocess.network_input(flat(batch["image"]), flat(batch["offset"]), consts, pixel_scale)
-    logits = model_lib.apply(spec, mesh, params, images)
+    logits = model_lib.apply(spec, mesh, params, images, batch_stats=batch_stats)
     # log of the views' mean softmax, computed stably; for one view it is just log_softmax(logits).
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch_size, views, -1)
     scores = jax.nn.logsumexp(log_probs, axis=1) - jnp.log(views)
@@ -89,11 +92,11 @@ def make_eval_step(spec: AlexNetSpec, mesh, pixel_scale: float) -> Callable:
 
 
 def evaluate(eval_step: Callable, params, batches: Iterator[dict], mesh, global_batch: int,
-             consts: dict) -> dict[str, float]:
+             consts: dict, batch_stats: dict | None = None) -> dict[str, float]:
   """Loss and top-1/top-5 error over every eval image (sums stay on the device until the end)."""
   totals = None
   for local in batches:
-    sums = eval_step(params, sharding.global_batch(mesh, local, global_batch), consts)
+    sums = eval_step(params, sharding.global_batch(mesh, local, global_batch), consts, batch_stats)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = max(float(totals["count"]), 1.0)
@@ -131,7 +134,7 @@ class Experiment:
 
   def evaluate(self, eval_step: Callable) -> dict[str, float]:
     return evaluate(eval_step, self.state["params"], self.eval_batches(), self.mesh, self.config.batch_size,
-                    self.consts)
+                    self.consts, self.state.get("batch_stats"))
 
 
 def steps_from(every: int, steps_per_epoch: int) -> int:
@@ -160,11 +163,18 @@ def build(config, workdir: str | None = None) -> Experiment:
 
   # Model & optimizer
   model = AlexNet(spec, rngs=nnx.Rngs(params=config.seed), mesh=mesh)
-  params = model.params()
   tx, plateau = optim.make_optimizer(config.optimizer, steps_per_epoch, num_steps)
-  state = sharding.on_mesh(mesh, {"step": jnp.zeros((), jnp.int32), "params": params,
-                                   "opt_state": jax.jit(tx.init)(params)})
+  state = initial_state(model, tx)
   return Experiment(config, mesh, splits, consts, spec, state, tx, plateau, steps_per_epoch, num_steps, data_shard)
+
+
+def initial_state(model: AlexNet, tx: optax.GradientTransformation) -> State:
+  """Step 0, the model's parameters, the optimizer's state (and batch-norm statistics), on the model's mesh."""
+  params = model.params()
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": jax.jit(tx.init)(params)}
+  if model.spec.batch_norm:
+    state["batch_stats"] = model.batch_stats()
+  return sharding.on_mesh(model.mesh, state)
 
 
 def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter=None) -> int:
@@ -227,7 +237,7 @@ def _progress(total: int, initial: int, enabled: bool):
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains with periodic evaluation and checkpoints; resumes from ``workdir/checkpoints`` if present.
 
-  Returns the last evaluation's metrics.
+  Returns the last evaluation's metrics, and ``finished``: False when a SIGTERM stopped the run early.
   """
   exp = build(config, workdir)
   is_main = jax.process_index() == 0
@@ -255,6 +265,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   progress = _progress(exp.num_steps, start_step, is_main)
   say = progress.write if is_main else (lambda message: None)
   pending, last_eval, tick, tick_step = [], {}, time.perf_counter(), start_step
+  finished = start_step >= exp.num_steps
 
   def save(step: int) -> None:
     _check_finite(jax.device_get(pending), step - len(pending) + 1, ckpt.latest_step())
@@ -282,7 +293,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                              img_s=f"{summary['images_per_sec']:.0f}")
 
       if step % eval_every == 0 or step == exp.num_steps:
-        last_eval = exp.evaluate(eval_step)
+        last_eval = exp.evaluate(eval_step) | {"epoch": step / exp.steps_per_epoch}
         if exp.plateau is not None:
           learning_rate = exp.plateau.update(last_eval["eval_top1_error"])
           exp.state["opt_state"] = optim.with_learning_rate(exp.state["opt_state"], learning_rate)
@@ -292,6 +303,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
       if step % checkpoint_every == 0 or step == exp.num_steps:
         save(step)
+      finished = step == exp.num_steps
       if preemption.requested(step):
         save(step)
         say(f"SIGTERM: saved a checkpoint at step {step}; exiting")
@@ -303,7 +315,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     writer.close()
     if hasattr(train_iter, "close"):
       train_iter.close()
-  return last_eval
+  return {**last_eval, "finished": finished}
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:

@@ -42,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.lrn_alpha = 1e-4        # §3.3: alpha = 10^-4 (not divided by n)
   config.model.lrn_beta = 0.75         # §3.3: beta = 0.75
   config.model.lrn_scope = "tower"     # §3.3 with §3.2: each GPU normalises its own kernel maps
+  config.model.batch_norm = False      # not in the paper: batch normalisation in LRN's place (an ablation)
+  config.model.activation = "relu"     # §3.1: ReLU nonlinearity; "tanh" is Figure 1's saturating unit
   config.model.overlap_pool = True     # §3.4: overlapping pooling, z = 3, s = 2
   config.model.dropout_rate = 0.5      # §4.2: dropout 0.5 in fc6 and fc7
   config.model.init = "paper"          # §5: weights from N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
