@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import model as model_lib, sharding
+from alexnet_jax import metrics, model as model_lib, sharding
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 from conftest import TINY_MODEL, load_config
@@ -101,3 +101,26 @@ def test_batch_norm_parameter_count_and_config_checks():
     AlexNetSpec.from_config({**paper, "batch_norm": True})
   with pytest.raises(ConfigError, match="activation"):
     AlexNetSpec.from_config({**paper, "activation": "sigmoid"})
+
+
+def test_batch_norm_gradients_do_not_depend_on_the_placement(bn_setup):
+  spec, params, images, _ = bn_setup
+  labels = np.arange(8, dtype=np.int32) % 10
+  stats = {name: {"mean": np.zeros(s, np.float32), "var": np.ones(s, np.float32)}
+           for name, s in spec.norm_shapes().items()}
+
+  def grads_on(data, model):
+    mesh = sharding.make_mesh(data, model)
+    placed = jax.device_put((params, stats), sharding.tower_sharding(mesh))
+    batch = jax.device_put((images / 50, labels), sharding.batch_sharding(mesh))
+
+    def loss(p):
+      logits, _ = model_lib.train_apply(spec, mesh, p, placed[1], batch[0], jax.random.key(0))
+      return metrics.cross_entropy(logits, batch[1]).mean()
+    return jax.tree.map(np.asarray, jax.jit(jax.grad(loss))(placed[0]))
+
+  one, split = grads_on(1, 1), grads_on(2, 2)  # the batch statistics span both data shards
+  scale = max(np.abs(a).max() for a in jax.tree.leaves(one))  # conv biases before a BN get ~0: compare globally
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(split)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * scale)
+  assert np.abs(one["bn1"]["scale"]).max() > 0  # the normalisation's own parameters learn
