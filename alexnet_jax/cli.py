@@ -1,6 +1,6 @@
 """What every command-line tool shares: absl flag parsing that ends a bad flag in one line."""
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 def parse_flags(argv):
@@ -15,4 +15,8 @@ def parse_flags(argv):
 
 
 def run(main) -> None:
-  app.run(main, flags_parser=parse_flags)
+  def quiet_main(argv):
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)  # orbax and grain log every step of their work at INFO
+    return main(argv)
+  app.run(quiet_main, flags_parser=parse_flags)

@@ -47,6 +47,12 @@ def _build(config_name: str, params: dict, mesh=None, **model_overrides) -> Alex
 
 def from_torchvision(state_dict: Mapping[str, np.ndarray] | str, mesh=None) -> AlexNet:
   """torchvision's AlexNet (``features.0.weight`` ... ``classifier.6.bias``) as a one-tower model."""
+  params = torchvision_params(state_dict)
+  return _build("torchvision", params, mesh, num_classes=params["fc8"]["bias"].shape[-1])
+
+
+def torchvision_params(state_dict: Mapping[str, np.ndarray] | str) -> dict:
+  """torchvision's state dict (or ``.pth`` path) -> our parameters ``{layer: {kernel, bias}}``, one tower."""
   if isinstance(state_dict, (str, os.PathLike)):
     try:
       import torch
@@ -71,12 +77,17 @@ def from_torchvision(state_dict: Mapping[str, np.ndarray] | str, mesh=None) -> A
     else:
       kernel = weight.T
     params[name] = {"kernel": kernel[None], "bias": bias[None]}
-  num_classes = params["fc8"]["bias"].shape[-1]
-  return _build("torchvision", params, mesh, num_classes=num_classes)
+  return params
 
 
 def from_caffe_npy(path: str, mesh=None) -> AlexNet:
   """BVLC Caffe's AlexNet from ``bvlc_alexnet.npy``; the returned model takes RGB input (see configs/caffe.py)."""
+  params = caffe_params(path)
+  return _build("caffe", params, mesh, num_classes=params["fc8"]["bias"].size)
+
+
+def caffe_params(path: str) -> dict:
+  """``bvlc_alexnet.npy`` -> our parameters, two towers (Caffe's groups), conv1 reading RGB."""
   try:
     layers = np.load(path, allow_pickle=True, encoding="latin1").item()
   except (OSError, ValueError) as error:
@@ -89,4 +100,4 @@ def from_caffe_npy(path: str, mesh=None) -> AlexNet:
     if name == "conv1":
       weight = weight[:, :, ::-1, :]  # Caffe's conv1 reads BGR; the model takes RGB
     params[name] = {"kernel": _split_towers(weight, 2), "bias": _split_towers(bias, 2)}
-  return _build("caffe", params, mesh, num_classes=params["fc8"]["bias"].size)
+  return params

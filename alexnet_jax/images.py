@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 try:  # libjpeg-turbo without PIL's object overhead: ~1.5x faster on 256x256 JPEGs
   import simplejpeg
@@ -32,6 +32,8 @@ def decode(data: bytes, size_hint: int | None = None) -> np.ndarray:
       if size_hint is not None:
         image.draft("RGB", (size_hint, size_hint))
       return np.asarray(image.convert("RGB"))
+  except UnidentifiedImageError:
+    raise BadImage("not an image file PIL can read") from None
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
     raise BadImage(str(error) or type(error).__name__) from None
 

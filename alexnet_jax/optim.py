@@ -26,19 +26,29 @@ def kernels_only(params) -> Any:
   return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
-def _paper_sgd(learning_rate, momentum: float, weight_decay: float, decay_mask) -> optax.GradientTransformation:
-  return optax.chain(
+def convolutions(params) -> Any:
+  """Fine-tuning's frozen part: conv1-conv5 (and batch norms between them); the FC layers train."""
+  return {name: jax.tree.map(lambda _: not name.startswith("fc"), layer) for name, layer in params.items()}
+
+
+def _paper_sgd(learning_rate, momentum: float, weight_decay: float, decay_mask, frozen) -> optax.GradientTransformation:
+  steps = [
       optax.add_decayed_weights(weight_decay, mask=decay_mask),  # dL/dw + wd * w
       optax.scale_by_learning_rate(learning_rate),                # * -eps, with the eps of this step
       optax.trace(decay=momentum),                                 # v <- momentum * v + (that)
-  )
+  ]
+  if frozen is not None:  # last, so that neither gradient nor weight decay moves a frozen layer
+    steps.append(optax.masked(optax.set_to_zero(), frozen))
+  return optax.chain(*steps)
 
 
 def paper_sgd(learning_rate: float | optax.Schedule, momentum: float = 0.9, weight_decay: float = 5e-4,
-              decay_mask: Any = kernels_only) -> optax.GradientTransformation:
-  """Momentum SGD with weight decay inside the update, exactly as the paper's equation (§5)."""
-  return optax.inject_hyperparams(_paper_sgd, static_args=("momentum", "weight_decay", "decay_mask"))(
-      learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay, decay_mask=decay_mask)
+              decay_mask: Any = kernels_only, frozen: Any = None) -> optax.GradientTransformation:
+  """Momentum SGD with weight decay inside the update, exactly as the paper's equation (§5).
+  ``frozen``: a mask (or function of the params giving one) of parameters that never change."""
+  return optax.inject_hyperparams(_paper_sgd, static_args=("momentum", "weight_decay", "decay_mask", "frozen"))(
+      learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay, decay_mask=decay_mask,
+      frozen=frozen)
 
 
 def current_learning_rate(opt_state) -> jax.Array:
@@ -110,4 +120,5 @@ def make_optimizer(config, steps_per_epoch: int, total_steps: int
   else:
     raise ConfigError(f"optimizer.schedule must be one of {SCHEDULES}, got {schedule!r}")
   decay_mask = None if config.decay_biases else kernels_only
-  return paper_sgd(rate, config.momentum, config.weight_decay, decay_mask), plateau
+  frozen = convolutions if config.get("freeze_convs", False) else None
+  return paper_sgd(rate, config.momentum, config.weight_decay, decay_mask, frozen), plateau

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from alexnet_jax.stats import DatasetStats
 
 
-def constants(stats: DatasetStats, mesh=None) -> dict:
-  """The statistics as device arrays (replicated on ``mesh``), passed to the steps as arguments."""
-  values = {"mean_image": stats.mean_image, "eigenvalues": stats.eigenvalues, "eigenvectors": stats.eigenvectors}
+def constants(stats: DatasetStats, mesh=None, mean_rgb=(), std_rgb=()) -> dict:
+  """The statistics as device arrays (replicated on ``mesh``), passed to the steps as arguments.
+
+  ``mean_rgb`` (0..255) replaces the mean image by one colour and ``std_rgb`` divides each channel: the
+  normalisation pretrained weights from elsewhere expect (torchvision: ImageNet's mean and std).
+  """
+  mean_image = stats.mean_image
+  if len(mean_rgb):
+    mean_image = np.broadcast_to(np.asarray(mean_rgb, np.float32), mean_image.shape)
+  values = {"mean_image": mean_image, "eigenvalues": stats.eigenvalues, "eigenvectors": stats.eigenvectors}
+  if len(std_rgb):
+    values["channel_scale"] = 1.0 / np.asarray(std_rgb, np.float32)
   if mesh is None:
     return {k: jnp.asarray(v) for k, v in values.items()}
   from alexnet_jax import sharding
@@ -36,4 +46,6 @@ def network_input(images: jax.Array, offsets: jax.Array, consts: dict, pixel_sca
   if alpha is not None:
     shift = 255.0 * (alpha * consts["eigenvalues"]) @ consts["eigenvectors"].T  # stats.rgb_shift
     x = x + shift[:, None, None, :]
+  if "channel_scale" in consts:
+    x = x * consts["channel_scale"]
   return x * pixel_scale if pixel_scale != 1.0 else x

@@ -155,7 +155,8 @@ def build(config, workdir: str | None = None) -> Experiment:
   if splits.num_classes != spec.num_classes:
     raise TrainingError(f"the data has {splits.num_classes} classes but model.num_classes={spec.num_classes}")
   cache = os.path.join(workdir, "data_stats.npz") if workdir and config.data.source != "digits" else None
-  consts = preprocess.constants(input_pipeline.training_stats(splits, cache), mesh)
+  consts = preprocess.constants(input_pipeline.training_stats(splits, cache), mesh, config.data.mean_rgb,
+                                config.data.std_rgb)
   steps_per_epoch = len(splits.train) // config.batch_size
   if steps_per_epoch < 1:
     raise TrainingError(f"batch_size={config.batch_size} exceeds the {len(splits.train)} training images")
@@ -163,9 +164,25 @@ def build(config, workdir: str | None = None) -> Experiment:
 
   # Model & optimizer
   model = AlexNet(spec, rngs=nnx.Rngs(params=config.seed), mesh=mesh)
+  if config.init_from:
+    _initialise_from(model, config.init_from)
   tx, plateau = optim.make_optimizer(config.optimizer, steps_per_epoch, num_steps)
   state = initial_state(model, tx)
   return Experiment(config, mesh, splits, consts, spec, state, tx, plateau, steps_per_epoch, num_steps, data_shard)
+
+
+def _initialise_from(model: AlexNet, path: str) -> None:
+  """Fine-tuning: every layer from ``path`` but a classifier head of another class count (used only
+  when the work directory has no checkpoint yet: a resumed run restores its own state over this)."""
+  from alexnet_jax import pretrained
+
+  loaded, batch_stats, source = pretrained.read_weights(path)
+  params, taken, fresh = pretrained.merge_for_finetuning(jax.tree.map(np.asarray, model.params()), loaded)
+  stats = batch_stats if batch_stats and model.spec.batch_norm else None
+  model.load_params(jax.device_put(params, sharding.tower_sharding(model.mesh)),
+                    stats and jax.device_put(stats, sharding.tower_sharding(model.mesh)))
+  if jax.process_index() == 0:
+    print(f"init_from {path} ({source}): loaded {', '.join(taken)}" + (f"; new {', '.join(fresh)}" if fresh else ""))
 
 
 def initial_state(model: AlexNet, tx: optax.GradientTransformation) -> State:
@@ -319,16 +336,21 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
-  """``--mode=eval``: the latest checkpoint's metrics on the eval split."""
+  """``--mode=eval``: the latest checkpoint's metrics on the eval split. Reads only the weights, so any
+  checkpoint of this network evaluates: trained here, imported (``alexnet_jax.pretrained``), any mesh."""
   exp = build(config, workdir)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoints_to_keep)
-  try:
-    step = restore_latest(exp, ckpt)
-    if step == 0:
-      raise TrainingError(f"no checkpoint in {ckpt.directory} to evaluate")
-    result = exp.evaluate(make_eval_step(exp.spec, exp.mesh, config.data.pixel_scale))
-  finally:
-    ckpt.close()
+  params, batch_stats, meta = checkpointing.read_params(workdir)
+  want = exp.spec.param_shapes()
+  got = {name: (p["kernel"].shape, p["bias"].shape) for name, p in params.items() if "kernel" in p}
+  if got != want:
+    raise TrainingError(f"the checkpoint in {workdir} holds another network than this config's: layers {got}, "
+                        f"expected {want}")
+  placed = lambda tree: jax.device_put(tree, sharding.tower_sharding(exp.mesh))
+  exp.state["params"] = placed(params)
+  if exp.spec.batch_norm:
+    exp.state["batch_stats"] = placed(batch_stats)
+  result = exp.evaluate(make_eval_step(exp.spec, exp.mesh, config.data.pixel_scale))
   if jax.process_index() == 0:
-    print(describe_eval(step, result))
+    print(describe_eval(meta.get("step", 0), result))
   return result
+

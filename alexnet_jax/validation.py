@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from alexnet_jax.errors import ConfigError
 
 # Every key a config may hold, by section. A key not listed is a typo or a stale name.
 KNOWN_KEYS = {
     "": {"seed", "batch_size", "num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps",
-         "checkpoint_every_steps", "checkpoints_to_keep", "mesh", "model", "optimizer", "data"},
+         "checkpoint_every_steps", "checkpoints_to_keep", "init_from", "mesh", "model", "optimizer", "data"},
     "mesh": {"data", "model"},
     "optimizer": {"learning_rate", "momentum", "weight_decay", "decay_biases", "schedule", "factor", "patience",
-                  "max_reductions", "min_improvement", "step_epochs"},
+                  "max_reductions", "min_improvement", "step_epochs", "freeze_convs"},
     "data": {"source", "name", "data_dir", "train_split", "eval_split", "num_workers", "random_flip",
-             "pca_lighting", "lighting_std", "eval_views", "pixel_scale"},
+             "pca_lighting", "lighting_std", "eval_views", "pixel_scale", "mean_rgb", "std_rgb"},
 }
 
 
@@ -62,6 +63,13 @@ def validate(config, num_devices: int) -> None:
     raise ConfigError(f"optimizer.learning_rate={config.optimizer.learning_rate} must be positive")
   if config.data.eval_views not in (1, 10):
     raise ConfigError(f"data.eval_views must be 1 (centre crop) or 10 (the paper's 10 crops), got {config.data.eval_views}")
+  for key in ("mean_rgb", "std_rgb"):
+    if len(config.data[key]) not in (0, 3):
+      raise ConfigError(f"data.{key} must be empty or three values (R, G, B), got {tuple(config.data[key])}")
+  if len(config.data.std_rgb) and min(config.data.std_rgb) <= 0:
+    raise ConfigError(f"data.std_rgb values must be positive, got {tuple(config.data.std_rgb)}")
+  if config.init_from and not os.path.exists(config.init_from):
+    raise ConfigError(f"init_from: {config.init_from} does not exist")
   if config.data.num_workers < 0:
     raise ConfigError(f"data.num_workers={config.data.num_workers} must be >= 0")
   AlexNetSpec.from_config(config.model)

@@ -6,8 +6,8 @@ Caffe's own choices, which differ from the paper:
 - LRN across all maps of a layer (not per tower), k=1 and alpha = 1e-4 / 5 in the paper's convention
   (Caffe divides its alpha=1e-4 by the window of 5);
 - inputs were BGR with Caffe's mean subtracted: ``alexnet_jax.convert.from_caffe_npy`` reorders conv1's
-  input channels so the model takes RGB; subtracting the mean (BGR 104, 117, 123 per pixel) stays the
-  caller's job.
+  input channels so the model takes RGB; ``data.mean_rgb`` below subtracts Caffe's mean in training,
+  evaluation and ``alexnet_jax.predict``; a caller of the bare model subtracts it itself.
 
     model = alexnet_jax.convert.from_caffe_npy("bvlc_alexnet.npy")
 """
@@ -22,4 +22,6 @@ def get_config():
   config.model.lrn_scope = "layer"
   config.model.lrn_k = 1.0
   config.model.lrn_alpha = 1e-4 / 5
+  # Caffe's ImageNet mean (ilsvrc_2012_mean.npy averaged per channel, BGR 104.0, 116.7, 122.7), here as RGB.
+  config.data.mean_rgb = (122.68, 116.67, 104.01)
   return config

@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = -1         # -1: once per epoch (the plateau schedule watches these evals)
   config.checkpoint_every_steps = 2000
   config.checkpoints_to_keep = 3
+  config.init_from = ""                # fine-tuning: a checkpoint dir, torchvision .pth or Caffe .npy to start from
 
   # §3.2: the net is spread across two GPUs -> two towers on the mesh axis `model`; data parallel over the rest.
   config.mesh = ml_collections.ConfigDict()
@@ -61,6 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.max_reductions = 3
   config.optimizer.min_improvement = 0.0
   config.optimizer.step_epochs = (30, 60, 80)  # only for schedule="step"
+  config.optimizer.freeze_convs = False   # fine-tuning: keep conv1-conv5 as loaded, train the FC layers
 
   config.data = ml_collections.ConfigDict()
   config.data.source = "tfds"          # §2: ImageNet (ILSVRC-2012)
@@ -74,4 +76,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.lighting_std = 0.1       # §4.1: ... alpha ~ N(0, 0.1), once per image per pass
   config.data.eval_views = 10          # §4.1: test on 10 patches (corners, centre, mirrored), average softmax
   config.data.pixel_scale = 1.0        # §2: raw pixel values (0..255) minus the mean image
+  config.data.mean_rgb = ()            # (): the training set's mean image (§2); (R, G, B): one colour instead
+  config.data.std_rgb = ()             # (): no per-channel division (§2); (R, G, B) in 0..255 units to divide by
   return config

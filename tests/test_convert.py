@@ -122,3 +122,78 @@ def test_wrong_files_are_refused(tmp_path):
     convert.from_torchvision({"features.0.weight": np.zeros((64, 3, 11, 11))})
   with pytest.raises(ConfigError, match="cannot read"):
     convert.from_caffe_npy(str(tmp_path / "nothing.npy"))
+
+
+# ----------------------------------------------------------------------------- imported weights in use
+
+CAFFE_MEAN_RGB = np.array([122.68, 116.67, 104.01])  # configs/caffe.py
+
+
+def _softmax(logits):
+  z = np.exp(logits - logits.max(-1, keepdims=True))
+  return z / z.sum(-1, keepdims=True)
+
+
+def test_predict_with_caffe_weights_matches_caffe_reference(caffe_npy, tmp_path, capsys):
+  from PIL import Image
+
+  from alexnet_jax import classes, inference, predict
+  from conftest import load_config
+
+  path, layers = caffe_npy
+  rng = np.random.default_rng(3)
+  photo = Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)).resize((600, 400))  # smooth-ish
+  photo.save(tmp_path / "photo.png")
+  # Caffe's preprocessing written out: short side to 256 (PIL bilinear), centre 227x227, minus the mean.
+  resized = np.asarray(photo.resize((384, 256), Image.Resampling.BILINEAR, reducing_gap=2.0), np.float64)
+  top, left = (256 - 227) // 2, (384 - 227) // 2
+  x = resized[top:top + 227, left:left + 227] - CAFFE_MEAN_RGB
+  want = _softmax(caffe_reference(layers, x[None]))[0]
+
+  predictor = inference.load(load_config("caffe"), path)
+  results, failed = predict.predict(predictor, [str(tmp_path / "photo.png"), str(tmp_path / "missing.jpg")], 5, 8)
+  assert failed == [str(tmp_path / "missing.jpg")]
+  assert "cannot read" in capsys.readouterr().err
+  top5 = np.argsort(-want)[:5]
+  names = [name for _, name in classes.imagenet()]
+  got = results[str(tmp_path / "photo.png")]
+  assert [name for name, _ in got] == [names[i] for i in top5]
+  np.testing.assert_allclose([p for _, p in got], want[top5], rtol=1e-3, atol=1e-6)
+
+
+def test_imported_caffe_checkpoint_evaluates_like_the_reference(caffe_npy, tmp_path):
+  """``pretrained`` writes a checkpoint that ``--mode=eval`` reads; its top-1 error over a folder of images
+  equals the one counted from Caffe's reference logits."""
+  from PIL import Image
+
+  from alexnet_jax import checkpointing, pretrained, train
+  from conftest import load_config
+
+  path, layers = caffe_npy
+  workdir = str(tmp_path / "run")
+  assert pretrained.save_imported(path, workdir) == "caffe"
+  saved, _, meta = checkpointing.read_params(workdir)
+  assert meta["source"] == "caffe"
+  np.testing.assert_array_equal(saved["conv2"]["kernel"], convert.caffe_params(path)["conv2"]["kernel"])
+
+  # 1,000 class folders (the class count comes from the training folder), 4 images to train-stat, 4 to test.
+  rng = np.random.default_rng(4)
+  stored = 259  # sources.stored_size_for(227): the images are stored at that size, so no resizing happens
+  pictures = rng.integers(0, 256, (8, stored, stored, 3), dtype=np.uint8)
+  for c in range(1000):
+    (tmp_path / "data" / "train" / f"c{c:04d}").mkdir(parents=True)
+  crops = pictures[4:, 16:16 + 227, 16:16 + 227].astype(np.float64) - CAFFE_MEAN_RGB
+  predicted = caffe_reference(layers, crops).argmax(-1)
+  labels = [predicted[0], predicted[1], (predicted[2] + 1) % 1000, (predicted[3] + 7) % 1000]  # 2 right, 2 wrong
+  for i, picture in enumerate(pictures):
+    split, label = ("train", i) if i < 4 else ("validation", labels[i - 4])
+    folder = tmp_path / "data" / split / f"c{label:04d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(folder / f"{i}.png")
+
+  config = load_config("caffe")
+  config.data.update(source="folder", data_dir=str(tmp_path / "data"), eval_views=1, num_workers=0)
+  config.batch_size, config.mesh.model = 4, 2
+  result = train.evaluate_checkpoint(config, workdir)
+  assert result["eval_images"] == 4
+  assert result["eval_top1_error"] == pytest.approx(0.5)

@@ -1,0 +1,100 @@
+"""A trained or imported AlexNet with the preprocessing its weights expect: for prediction and the figures.
+
+The preprocessing is the config's, as in evaluation: the image's short side to the stored size, the
+centre crop, minus the mean (the training set's mean image, or ``data.mean_rgb``), over ``data.std_rgb``,
+times ``data.pixel_scale``. ``configs/torchvision.py`` and ``configs/caffe.py`` state their frameworks' values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from alexnet_jax import augment, classes, images, input_pipeline, preprocess, pretrained, sharding, sources, stats
+from alexnet_jax.errors import UserError
+from alexnet_jax.model import AlexNet, AlexNetSpec
+
+# Imported weights were trained on 256-pixel images cropped to 224 (torchvision) or 227 (Caffe).
+IMPORTED_STORED_SIZE = 256
+
+
+@dataclasses.dataclass
+class Predictor:
+  model: AlexNet
+  consts: dict
+  pixel_scale: float
+  stored_size: int
+  class_names: list[str]
+  source: str
+
+  def read_image(self, path: str) -> np.ndarray:
+    """An image file -> uint8 [S, S, 3] at the stored size; a clear UserError for anything unreadable."""
+    try:
+      with open(path, "rb") as f:
+        data = f.read()
+      return images.load_stored(data, self.stored_size)
+    except (OSError, images.BadImage) as error:
+      reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+      raise UserError(f"cannot read {path}: {reason}") from None
+
+  def network_input(self, stored: np.ndarray) -> jax.Array:
+    """uint8 [N, S, S, 3] -> the network's float32 input: the centre crop, normalised."""
+    size = self.model.spec.image_size
+    offsets = augment.view_offsets(self.stored_size, size, 1)
+    (top, left, _), = offsets
+    crops = stored[:, top:top + size, left:left + size]
+    return preprocess.network_input(crops, np.repeat(offsets, len(stored), 0), self.consts, self.pixel_scale)
+
+  def probabilities(self, stored: np.ndarray) -> np.ndarray:
+    return np.asarray(jax.nn.softmax(self.model(self.network_input(stored))))
+
+  def features(self, stored: np.ndarray, layer: str = "fc7") -> np.ndarray:
+    """A layer's outputs (fc7: the last hidden layer, 4096 units, as in the paper's Figure 4)."""
+    return np.asarray(self.model.activations(self.network_input(stored))[layer])
+
+
+def _network_of(params: dict, config) -> AlexNetSpec:
+  """The config's network, with the class count the weights have."""
+  values = dict(config.model)
+  values["num_classes"] = int(np.prod(np.shape(params["fc8"]["bias"])))
+  spec = AlexNetSpec.from_config(values)
+  got = {name: (tuple(np.shape(p["kernel"])), tuple(np.shape(p["bias"]))) for name, p in params.items() if "kernel" in p}
+  norms = {name for name, p in params.items() if "scale" in p}
+  if got != spec.param_shapes() or norms != set(spec.norm_shapes()):
+    raise UserError("the weights do not fit this config's network (imported weights: use configs/torchvision.py "
+                    "or configs/caffe.py; a checkpoint: the config it was trained with, with the same overrides)")
+  return spec
+
+
+def _statistics(config, checkpoint: str | None, stored: int, splits) -> stats.DatasetStats:
+  if len(config.data.mean_rgb):  # a fixed colour: no dataset needed
+    return stats.DatasetStats(np.zeros((stored, stored, 3), np.float32), np.zeros(3, np.float32),
+                              np.eye(3, dtype=np.float32), 0)
+  cached = os.path.join(checkpoint, "data_stats.npz") if checkpoint else None
+  if cached and os.path.exists(cached):
+    return stats.DatasetStats.load(cached)
+  return input_pipeline.training_stats(splits())
+
+
+def load(config, path: str, mesh=None) -> Predictor:
+  """The network of ``config`` with the weights at ``path`` (a checkpoint directory, .pth or .npy)."""
+  params, batch_stats, source = pretrained.read_weights(path)
+  spec = _network_of(params, config)
+  imported = source in pretrained.CONFIG_OF_SOURCE
+  stored = IMPORTED_STORED_SIZE if imported else sources.stored_size_for(spec.image_size)
+  splits = lambda: sources.load(config.data, spec.image_size)
+  statistics = _statistics(config, None if imported else path, stored, splits)
+  model = AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh)
+  place = lambda tree: jax.device_put(tree, sharding.tower_sharding(model.mesh))
+  model.load_params(place(params), place(batch_stats) if spec.batch_norm else None)
+  model.eval()
+  if spec.num_classes == len(classes.imagenet()):
+    names = [name for _, name in classes.imagenet()]
+  else:
+    names = classes.readable(splits().class_names)
+  consts = preprocess.constants(statistics, None, config.data.mean_rgb, config.data.std_rgb)
+  return Predictor(model, consts, config.data.pixel_scale, stored, names, source)

@@ -1,0 +1,114 @@
+"""Weights from anywhere -> this project's parameters: checkpoints, torchvision ``.pth``, Caffe ``.npy``.
+
+Used by fine-tuning (``--config.init_from=PATH``), prediction and the figures. As a command it turns
+imported weights into a checkpoint that ``--mode=eval``, ``predict`` and ``visualize`` read like any other:
+
+    python -m alexnet_jax.pretrained --weights=alexnet-owt-7be5be79.pth --workdir=runs/torchvision
+    python -m alexnet_jax.main --config=configs/torchvision.py --workdir=runs/torchvision --mode=eval
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from alexnet_jax.errors import UserError
+
+# Where each kind of weights comes from, and the config that describes its network and preprocessing.
+CONFIG_OF_SOURCE = {"torchvision": "torchvision", "caffe": "caffe"}
+HEAD = "fc8"
+
+
+def source_of(path: str) -> str:
+  """'checkpoint' (a directory), 'torchvision' (.pth/.pt) or 'caffe' (.npy)."""
+  if os.path.isdir(path):
+    return "checkpoint"
+  if not os.path.exists(path):
+    raise UserError(f"{path} does not exist")
+  extension = os.path.splitext(path)[1].lower()
+  if extension in (".pth", ".pt"):
+    return "torchvision"
+  if extension == ".npy":
+    return "caffe"
+  raise UserError(f"{path}: expected a checkpoint directory, torchvision's .pth or Caffe's bvlc_alexnet.npy")
+
+
+def read_weights(path: str) -> tuple[dict, dict, str]:
+  """``(params, batch_stats, source)`` as numpy arrays. ``source`` says whose preprocessing the weights
+  expect: 'torchvision', 'caffe', or 'checkpoint' (trained here, with its config's preprocessing)."""
+  from alexnet_jax import checkpointing, convert
+
+  source = source_of(path)
+  if source == "torchvision":
+    return convert.torchvision_params(path), {}, source
+  if source == "caffe":
+    return convert.caffe_params(path), {}, source
+  params, batch_stats, meta = checkpointing.read_params(path)
+  return params, batch_stats, meta.get("source", "checkpoint")  # an imported checkpoint keeps its source
+
+
+def merge_for_finetuning(fresh: dict, loaded: dict) -> tuple[dict, list[str], list[str]]:
+  """Every layer of ``fresh`` taken from ``loaded``, except a classifier head (fc8) whose class count
+  differs, which stays fresh. Returns ``(params, loaded names, fresh names)``; a layer of another shape
+  anywhere else means another architecture: refused."""
+  merged, taken, kept = {}, [], []
+  for name, layer in fresh.items():
+    source = loaded.get(name)
+    shapes = {k: tuple(np.shape(v)) for k, v in layer.items()}
+    got = {k: tuple(np.shape(v)) for k, v in (source or {}).items()}
+    if got == shapes:
+      merged[name] = {k: np.asarray(v, np.float32) for k, v in source.items()}
+      taken.append(name)
+    elif name == HEAD and source is not None and got["kernel"][1:-1] == shapes["kernel"][1:-1]:
+      merged[name] = layer  # a new task's classes: the head starts fresh
+      kept.append(name)
+    else:
+      raise UserError(f"init_from: layer {name} is {got or 'missing'} there but {shapes} in this config: "
+                      f"another architecture (check model.towers, conv_features, image_size, batch_norm)")
+  return merged, taken, kept
+
+
+def save_imported(weights: str, workdir: str) -> str:
+  """Writes ``weights`` (torchvision .pth or Caffe .npy) as step 0 of ``workdir/checkpoints``; returns the
+  config name that describes the network."""
+  from alexnet_jax import checkpointing, config_files, convert, optim, train
+
+  source = source_of(weights)
+  if source not in CONFIG_OF_SOURCE:
+    raise UserError(f"{weights} is already a checkpoint directory")
+  # Written from one device; a checkpoint restores onto any mesh.
+  model = convert.from_torchvision(weights) if source == "torchvision" else convert.from_caffe_npy(weights)
+  config = config_files.load(CONFIG_OF_SOURCE[source])
+  tx, _ = optim.make_optimizer(config.optimizer, 1, 1)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    if ckpt.latest_step() is not None:
+      raise UserError(f"{ckpt.directory} already holds checkpoints; use an empty --workdir")
+    ckpt.save(0, train.initial_state(model, tx), None, {"step": 0, "plateau": None, "source": source})
+  finally:
+    ckpt.close()
+  return CONFIG_OF_SOURCE[source]
+
+
+def main(argv):
+  del argv
+  from alexnet_jax import errors
+  try:
+    name = save_imported(FLAGS.weights, FLAGS.workdir)
+  except errors.UserError as error:
+    raise SystemExit(f"alexnet_jax: {error}") from None
+  print(f"wrote {os.path.join(FLAGS.workdir, 'checkpoints', '0')}; evaluate it with\n"
+        f"  python -m alexnet_jax.main --config=configs/{name}.py --workdir={FLAGS.workdir} --mode=eval")
+
+
+if __name__ == "__main__":
+  from absl import flags
+
+  from alexnet_jax import cli
+
+  FLAGS = flags.FLAGS
+  flags.DEFINE_string("weights", None, "torchvision's alexnet-owt-7be5be79.pth or Caffe's bvlc_alexnet.npy.")
+  flags.DEFINE_string("workdir", None, "Work directory to write checkpoints/0 into.")
+  flags.mark_flags_as_required(["weights", "workdir"])
+  cli.run(main)
