@@ -23,14 +23,48 @@ def local_response_norm(x: jax.Array, *, size: int, k: float, alpha: float, beta
   """
   if size % 2 != 1:
     raise ValueError(f"local_response_norm needs an odd window size, got {size}")
-  half = size // 2
-  squares = jnp.square(x.astype(jnp.float32))
-  padded = jnp.pad(squares, [(0, 0)] * (x.ndim - 1) + [(half, half)])
-  channels = x.shape[-1]
-  # A sum of shifted slices: XLA fuses it into one pass, and unlike reduce_window it differentiates.
-  window_sum = sum(padded[..., i:i + channels] for i in range(size))
-  scale = (k + alpha * window_sum) ** -beta
-  return (x.astype(jnp.float32) * scale).astype(x.dtype)
+  return _lrn(x, size, float(k), float(alpha), float(beta))
+
+
+def _window_sum(v: jax.Array, size: int) -> jax.Array:
+  """Sum over ``size`` adjacent channels, zeros beyond the edges: shifted slices, which XLA fuses."""
+  half, channels = size // 2, v.shape[-1]
+  padded = jnp.pad(v, [(0, 0)] * (v.ndim - 1) + [(half, half)])
+  return sum(padded[..., i:i + channels] for i in range(size))
+
+
+def _inverse_power(s: jax.Array, beta: float) -> jax.Array:
+  """``s ** -beta``; for the paper's beta = 0.75 as rsqrt(s) * sqrt(rsqrt(s)), cheaper than exp(log)."""
+  if beta == 0.75:
+    r = lax.rsqrt(s)
+    return r * jnp.sqrt(r)
+  return s ** -beta
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _lrn(x, size, k, alpha, beta):
+  x32 = x.astype(jnp.float32)
+  return (x32 * _inverse_power(k + alpha * _window_sum(jnp.square(x32), size), beta)).astype(x.dtype)
+
+
+def _lrn_forward(x, size, k, alpha, beta):
+  x32 = x.astype(jnp.float32)
+  s = k + alpha * _window_sum(jnp.square(x32), size)
+  scale = _inverse_power(s, beta)
+  return (x32 * scale).astype(x.dtype), (x32, s, scale)
+
+
+def _lrn_backward(size, k, alpha, beta, saved, g):
+  # b_i = x_i s_i^-beta, s_i = k + alpha sum_{j in W(i)} x_j^2, and j in W(i) <=> i in W(j), so
+  # dL/dx_i = g_i s_i^-beta - 2 alpha beta x_i sum_{j in W(i)} g_j x_j s_j^(-beta-1).
+  # Written out, the backward pass reuses s^-beta instead of differentiating a power (two passes fewer).
+  x32, s, scale = saved
+  g32 = g.astype(jnp.float32)
+  spread = _window_sum(g32 * x32 * scale / s, size)
+  return ((g32 * scale - 2.0 * alpha * beta * x32 * spread).astype(g.dtype),)
+
+
+_lrn.defvjp(_lrn_forward, _lrn_backward)
 
 
 def tower_local_response_norm(x: jax.Array, towers: int, **lrn) -> jax.Array:

@@ -338,6 +338,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   """``--mode=eval``: the latest checkpoint's metrics on the eval split. Reads only the weights, so any
   checkpoint of this network evaluates: trained here, imported (``alexnet_jax.pretrained``), any mesh."""
+  config = config.copy_and_resolve_references()
+  config.init_from = ""  # the checkpoint's weights replace any starting point
   exp = build(config, workdir)
   params, batch_stats, meta = checkpointing.read_params(workdir)
   want = exp.spec.param_shapes()

@@ -85,3 +85,20 @@ def test_max_pool_overlapping_and_traditional():
   np.testing.assert_array_equal(overlapping[0, :, :, 0], [[16, 18, 20], [30, 32, 34], [44, 46, 48]])
   traditional = layers.max_pool(x, window=2, stride=2)
   np.testing.assert_array_equal(traditional[0, :, :, 0], [[8, 10, 12], [22, 24, 26], [36, 38, 40]])
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.5])
+def test_lrn_hand_written_gradient_equals_autodiff_of_the_formula(beta):
+  # The same formula in plain jnp, differentiated by JAX: an independent derivation of the backward pass.
+  def plain(x):
+    squares = jnp.pad(jnp.square(x), [(0, 0)] * 3 + [(2, 2)])
+    total = sum(squares[..., i:i + x.shape[-1]] for i in range(5))
+    return x / (2.0 + 1e-3 * total) ** beta
+
+  x = jnp.asarray(np.random.default_rng(1).normal(scale=20.0, size=(2, 3, 3, 9)), jnp.float32)
+  g = jnp.asarray(np.random.default_rng(2).normal(size=x.shape), jnp.float32)
+  lrn = lambda x: layers.local_response_norm(x, size=5, k=2.0, alpha=1e-3, beta=beta)
+  np.testing.assert_allclose(np.asarray(lrn(x)), np.asarray(plain(x)), rtol=1e-5)
+  got = jax.vjp(lrn, x)[1](g)[0]
+  want = jax.vjp(plain, x)[1](g)[0]
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5 * np.abs(want).max())
