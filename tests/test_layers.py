@@ -87,6 +87,36 @@ def test_max_pool_overlapping_and_traditional():
   np.testing.assert_array_equal(traditional[0, :, :, 0], [[8, 10, 12], [22, 24, 26], [36, 38, 40]])
 
 
+def max_pool_gradient_by_loops(x, g, window, stride):
+  """The textbook rule, one window at a time: its gradient goes to its first maximum (row-major)."""
+  dx = np.zeros_like(x)
+  for b, r, c, ch in np.ndindex(g.shape):
+    patch = x[b, r * stride:r * stride + window, c * stride:c * stride + window, ch]
+    i, j = np.unravel_index(np.argmax(patch), patch.shape)  # argmax: first maximum
+    dx[b, r * stride + i, c * stride + j, ch] += g[b, r, c, ch]
+  return dx
+
+
+@pytest.mark.parametrize("window,stride,size", [(3, 2, 7), (3, 2, 8), (2, 2, 7), (3, 3, 9)])
+def test_max_pool_gradient_goes_to_each_windows_first_maximum(window, stride, size):
+  rng = np.random.default_rng(window * 10 + size)
+  # Small integers after a ReLU: many ties, zeros above all, which is where gradient rules differ.
+  x = np.maximum(rng.integers(-3, 4, (2, size, size, 5)), 0).astype(np.float32)
+  out = layers.pool_output_size(size, window, stride)
+  g = rng.normal(size=(2, out, out, 5)).astype(np.float32)
+  _, vjp = jax.vjp(lambda a: layers.max_pool(a, window=window, stride=stride), jnp.asarray(x))
+  np.testing.assert_allclose(vjp(jnp.asarray(g))[0], max_pool_gradient_by_loops(x, g, window, stride), atol=1e-6)
+
+
+def test_max_pool_gradient_equals_xlas_on_distinct_values():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 13, 13, 8)), jnp.float32)
+  g = jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, 6, 8)), jnp.float32)
+  xla_pool = lambda a: lax.reduce_window(a, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")
+  want = jax.vjp(xla_pool, x)[1](g)[0]
+  got = jax.jit(lambda a, g: jax.vjp(lambda a: layers.max_pool(a, window=3, stride=2), a)[1](g)[0])(x, g)
+  np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 @pytest.mark.parametrize("beta", [0.75, 0.5])
 def test_lrn_hand_written_gradient_equals_autodiff_of_the_formula(beta):
   # The same formula in plain jnp, differentiated by JAX: an independent derivation of the backward pass.
