@@ -23,7 +23,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from alexnet_jax import cli
+from alexnet_jax import cli, host_memory
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.", lock_config=False)
@@ -219,7 +219,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
             "end_to_end_images_per_sec": end_to_end, "compile_seconds": compile_seconds,
             "device_kind": device.device_kind, "devices": mesh.size, "mesh": dict(mesh.shape), "batch_size": n,
             "dtype": spec.dtype, "towers": spec.towers, "lrn": spec.lrn, "train_gflop_per_image": flops_per_step / n / 1e9,
-            "mfu": mfu}
+            "mfu": mfu, "huge_page_malloc": host_memory.huge_page_malloc_enabled()}
   print(f"AlexNet benchmark: {device.device_kind} x{mesh.size}, mesh {dict(mesh.shape)}, batch {n}, {spec.dtype}, "
         f"{spec.towers} tower(s), LRN {'on' if spec.lrn else 'off'}")
   print(f"  compile (train step)   {compile_seconds:10.1f} s")
@@ -244,4 +244,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  cli.run(main)
+  cli.run(main, huge_pages=True)

@@ -2,6 +2,8 @@
 
 from absl import app, flags, logging
 
+from alexnet_jax import host_memory
+
 
 def parse_flags(argv):
   """absl's parser, but a bad flag or ``--config.KEY`` override ends in one line instead of a traceback."""
@@ -14,7 +16,12 @@ def parse_flags(argv):
     raise SystemExit(f"alexnet_jax: bad config override: {detail}") from None
 
 
-def run(main) -> None:
+def run(main, huge_pages: bool = False) -> None:
+  """``app.run(main)``. ``huge_pages``: for tools that train or time the network, first restart with
+  glibc's huge-page malloc (``host_memory``), which makes XLA:CPU steps ~15% faster."""
+  if huge_pages:
+    host_memory.restart_with_huge_page_malloc()
+
   def quiet_main(argv):
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)  # orbax and grain log every step of their work at INFO

@@ -1,9 +1,9 @@
 """The paper's layer primitives, channels last, written for one device's share of the towers.
 
-Split layers keep their parameters with a leading tower axis ``[T, ...]``. On one device the
-local towers run as *one* XLA op: their kernels are laid side by side along the output channels,
-and a layer that reads only its own tower's maps becomes a grouped convolution. Activations keep
-the local towers' channels concatenated, tower by tower: ``[..., T * C]``.
+Split layers keep their parameters with a leading tower axis ``[T, ...]``. On one device a layer
+reading all maps runs its local towers as *one* XLA op (kernels side by side along the output channels,
+or one product batched over towers); a layer reading only its own tower's maps runs one convolution per
+tower. Activations keep the local towers' channels concatenated, tower by tower: ``[..., T * C]``.
 """
 
 from __future__ import annotations

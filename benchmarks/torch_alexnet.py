@@ -6,7 +6,9 @@ training step (SGD, momentum 0.9, weight decay 5e-4, cross-entropy) on device-re
 
 PyTorch is an optional extra (``pip install torch``); the network is written out here (identical to
 torchvision.models.alexnet) so torchvision is not needed. Prints images/s (median of --repeats runs) and
-a JSON line.
+a JSON line. Like the alexnet_jax tools, it restarts itself with glibc's huge-page malloc
+(``alexnet_jax.host_memory``) when alexnet_jax is installed, so both sides run with the same allocator
+settings; ``GLIBC_TUNABLES=glibc.malloc.hugetlb=0`` runs it with glibc's defaults.
 """
 
 import argparse
@@ -31,6 +33,12 @@ def alexnet(num_classes: int = 1000) -> nn.Module:
 
 
 def main():
+  try:
+    from alexnet_jax import host_memory
+  except ImportError:
+    host_memory = None
+  else:
+    host_memory.restart_with_huge_page_malloc()
   parser = argparse.ArgumentParser()
   parser.add_argument("--device", default="cpu")
   parser.add_argument("--batch_size", type=int, default=32)
@@ -74,7 +82,8 @@ def main():
   rate = args.steps * args.batch_size / float(np.median(times))
   print(f"PyTorch {torch.__version__} AlexNet (torchvision layout) train step on {args.device}: {rate:,.0f} images/s")
   print(json.dumps({"torch_train_images_per_sec": rate, "batch_size": args.batch_size, "bf16": args.bf16,
-                    "channels_last": args.channels_last, "compile": args.compile, "torch": torch.__version__}))
+                    "channels_last": args.channels_last, "compile": args.compile, "torch": torch.__version__,
+                    "huge_page_malloc": bool(host_memory and host_memory.huge_page_malloc_enabled())}))
 
 
 if __name__ == "__main__":
