@@ -95,11 +95,17 @@ def tower_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int,
 
 def tower_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   """Fully connected layer of the local towers, all reading the whole ``x``. kernel ``[T, In, Out]``."""
-  towers, _, out = kernel.shape
-  # A product batched over the tower axis reads the kernel where it lies; laying the kernels side by side
-  # (or slicing out each tower's) copies all of them every step: 2x the fc layers' time on the CPU.
-  y = lax.dot_general(jnp.broadcast_to(x, (towers, *x.shape)), kernel.astype(x.dtype), (((2,), (1,)), ((0,), (0,))))
-  return jnp.moveaxis(y, 0, 1).reshape(x.shape[0], towers * out) + bias.reshape(towers * out).astype(x.dtype)
+  towers, fan_in, out = kernel.shape
+  kernel = kernel.astype(x.dtype)
+  if towers == 1:
+    # A plain product: XLA:CPU transposes the weight gradient of a product batched over one tower (1.7x slower).
+    y = x @ kernel.reshape(fan_in, out)
+  else:
+    # A product batched over the tower axis reads the kernel where it lies; laying the kernels side by side
+    # (or slicing out each tower's) copies all of them every step: 2x the fc layers' time on the CPU.
+    y = lax.dot_general(jnp.broadcast_to(x, (towers, *x.shape)), kernel, (((2,), (1,)), ((0,), (0,))))
+    y = jnp.moveaxis(y, 0, 1).reshape(x.shape[0], towers * out)
+  return y + bias.reshape(towers * out).astype(x.dtype)
 
 
 def max_pool(x: jax.Array, *, window: int, stride: int) -> jax.Array:
