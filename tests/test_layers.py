@@ -70,12 +70,20 @@ def test_tower_conv_equals_one_conv_per_tower(own_tower_input):
     np.testing.assert_allclose(got[..., t * cout:(t + 1) * cout], want, rtol=1e-5, atol=1e-5)
 
 
-def test_tower_dense_equals_one_matmul_per_tower():
+@pytest.mark.parametrize("towers", [1, 2])  # one tower takes a plain product, several a batched one
+def test_tower_dense_and_its_gradients_equal_one_matmul_per_tower(towers):
   rng = np.random.default_rng(3)
-  x, kernel, bias = rng.normal(size=(3, 5)), rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 4))
-  got = layers.tower_dense(jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(bias))
-  want = np.concatenate([x @ kernel[t] + bias[t] for t in range(2)], axis=-1)
+  x, kernel, bias = rng.normal(size=(3, 5)), rng.normal(size=(towers, 5, 4)), rng.normal(size=(towers, 4))
+  upstream = rng.normal(size=(3, towers * 4))
+  got, pullback = jax.vjp(layers.tower_dense, *(jnp.asarray(a, jnp.float32) for a in (x, kernel, bias)))
+  want = np.concatenate([x @ kernel[t] + bias[t] for t in range(towers)], axis=-1)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # By hand: y_t = x K_t + b_t, so dK_t = x^T g_t, db_t = sum_rows g_t, dx = sum_t g_t K_t^T.
+  g = upstream.reshape(3, towers, 4)
+  got_x, got_kernel, got_bias = pullback(jnp.asarray(upstream, jnp.float32))
+  np.testing.assert_allclose(got_kernel, np.stack([x.T @ g[:, t] for t in range(towers)]), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(got_bias, g.sum(axis=0), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(got_x, sum(g[:, t] @ kernel[t].T for t in range(towers)), rtol=1e-4, atol=1e-4)
 
 
 def test_max_pool_overlapping_and_traditional():
