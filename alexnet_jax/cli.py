@@ -11,9 +11,23 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except flags.Error as error:
     raise SystemExit(f"alexnet_jax: {error}") from None
+  except SyntaxError as error:  # a config file that does not parse
+    raise SystemExit(f"alexnet_jax: cannot load --config={error.filename}: {error.msg} (line {error.lineno})") from None
   except (AttributeError, KeyError, TypeError, ValueError) as error:
     detail = " ".join(str(error).replace("\\n", " ").replace("\\'", "").strip("'\"").split())
     raise SystemExit(f"alexnet_jax: bad config override: {detail}") from None
+
+
+def _check_config_loaded() -> None:
+  """ml_collections defers a config file's load error until the config is first read, deep inside the
+  run; end here instead, in one line (a missing file, or the file's own exception)."""
+  if "config" not in flags.FLAGS or flags.FLAGS["config"].value is None:
+    return
+  try:
+    flags.FLAGS.config.keys()
+  except OSError as error:
+    cause = str(error.__cause__ or error).strip().splitlines()[-1].strip()
+    raise SystemExit(f"alexnet_jax: cannot load --config={flags.FLAGS['config'].config_filename}: {cause}") from None
 
 
 def run(main, huge_pages: bool = False) -> None:
@@ -25,5 +39,6 @@ def run(main, huge_pages: bool = False) -> None:
   def quiet_main(argv):
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)  # orbax and grain log every step of their work at INFO
+    _check_config_loaded()
     return main(argv)
   app.run(quiet_main, flags_parser=parse_flags)

@@ -104,6 +104,20 @@ def test_impossible_configs_give_one_line(tmp_path, flags, message):
   assert last.startswith("alexnet_jax: ") and message in last
 
 
+@pytest.mark.parametrize("contents, message", [
+    (None, "No such file or directory"),
+    ("def get_config(:\n", "invalid syntax"),
+])
+def test_a_config_file_that_does_not_load_gives_one_line(tmp_path, contents, message):
+  config = tmp_path / "broken.py"
+  if contents is not None:
+    config.write_text(contents)
+  done = run_cli("alexnet_jax.main", f"--config={config}", f"--workdir={tmp_path / 'run'}")
+  assert done.returncode != 0 and "Traceback" not in done.stderr
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"alexnet_jax: cannot load --config={config}") and message in last, last
+
+
 def test_unknown_config_keys_are_named(tmp_path):
   config = tmp_path / "typo.py"
   config.write_text("import importlib.util\n"
