@@ -43,18 +43,25 @@ def huge_page_malloc_possible() -> bool:
   return version is not None and version >= (2, 35) and _transparent_huge_pages_mode() in ("always", "madvise")
 
 
+def _settings(tunables: str) -> list[str]:
+  """``GLIBC_TUNABLES``' entries: ``name=value`` separated by colons."""
+  return [entry for entry in tunables.split(":") if entry]
+
+
+def _value(tunables: str, name: str) -> str | None:
+  return next((entry.partition("=")[2] for entry in _settings(tunables) if entry.partition("=")[0] == name), None)
+
+
 def tunables_with_huge_pages(current: str) -> str | None:
   """``GLIBC_TUNABLES`` with ``glibc.malloc.hugetlb=1`` added; None if it already sets that tunable."""
-  settings = [s for s in current.split(":") if s]
-  if any(s.split("=", 1)[0] == TUNABLE for s in settings):
+  if _value(current, TUNABLE) is not None:
     return None
-  return ":".join(settings + [f"{TUNABLE}=1"])
+  return ":".join(_settings(current) + [f"{TUNABLE}=1"])
 
 
 def huge_page_malloc_enabled() -> bool:
   """Whether this process started with glibc's huge-page malloc on (reported by the benchmark)."""
-  settings = dict(s.split("=", 1) for s in os.environ.get("GLIBC_TUNABLES", "").split(":") if "=" in s)
-  return huge_page_malloc_possible() and settings.get(TUNABLE, "0") != "0"
+  return huge_page_malloc_possible() and _value(os.environ.get("GLIBC_TUNABLES", ""), TUNABLE) not in (None, "", "0")
 
 
 def restart_with_huge_page_malloc() -> None:

@@ -294,9 +294,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   pending, last_eval, tick, tick_step = [], {}, time.perf_counter(), start_step
   finished = start_step >= exp.num_steps
 
-  def save(step: int) -> None:
+  def checked_health(step: int, host_metrics: list[dict]) -> dict:
+    """Stops on a non-finite loss among ``host_metrics`` (the steps up to ``step``) or non-finite weights,
+    before anything is logged or saved; returns the weights' health."""
     health = jax.device_get(parameter_health(exp.state["params"]))
-    _check_finite(jax.device_get(pending), step - len(pending) + 1, health["params_finite"], ckpt.latest_step())
+    _check_finite(host_metrics, step - len(host_metrics) + 1, health["params_finite"], ckpt.latest_step())
+    return health
+
+  def save(step: int) -> None:
+    checked_health(step, jax.device_get(pending))
     meta = {"plateau": exp.plateau.state_dict() if exp.plateau else None, "step": step}
     ckpt.save(step, exp.state, train_iter, meta)
 
@@ -309,8 +315,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
       if step % log_every == 0 or step == exp.num_steps:
         host = jax.device_get(pending)  # the steps' only host sync, besides checkpoints
-        health = jax.device_get(parameter_health(exp.state["params"]))
-        _check_finite(host, step - len(host) + 1, health["params_finite"], ckpt.latest_step())
+        health = checked_health(step, host)
         pending = []
         summary = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         summary["param_norm"] = float(health["param_norm"])

@@ -15,6 +15,13 @@ import argparse
 import json
 import time
 
+try:
+  from alexnet_jax import host_memory
+except ImportError:  # alexnet_jax not installed: glibc's defaults
+  host_memory = None
+if host_memory is not None and __name__ == "__main__":
+  host_memory.restart_with_huge_page_malloc()  # before importing torch, so that happens once
+
 import numpy as np
 import torch
 from torch import nn
@@ -33,12 +40,6 @@ def alexnet(num_classes: int = 1000) -> nn.Module:
 
 
 def main():
-  try:
-    from alexnet_jax import host_memory
-  except ImportError:
-    host_memory = None
-  else:
-    host_memory.restart_with_huge_page_malloc()
   parser = argparse.ArgumentParser()
   parser.add_argument("--device", default="cpu")
   parser.add_argument("--batch_size", type=int, default=32)
