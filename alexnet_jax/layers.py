@@ -1,10 +1,9 @@
 """The paper's layer primitives, channels last, written for one device's share of the towers.
 
-Split layers keep their parameters with a leading tower axis ``[T, ...]``. On one device a layer
-reading all maps runs its local towers as *one* XLA op (kernels side by side along the output channels,
-or one product batched over towers); a layer reading only its own tower's maps runs one convolution per
-tower. Activations keep the local towers' channels concatenated, tower by tower: ``[..., T * C]``.
-"""
+Convolutions, LRN and pooling work on one tower's maps (the model keeps each local tower's maps an array
+of its own, as each of the paper's GPUs did). The fully connected layers read all maps, so
+``tower_dense`` takes the local towers' kernels ``[T, In, Out]`` at once and lays their outputs side by
+side, tower by tower: ``[..., T * Out]``."""
 
 from __future__ import annotations
 
@@ -67,30 +66,11 @@ def _lrn_backward(size, k, alpha, beta, saved, g):
 _lrn.defvjp(_lrn_forward, _lrn_backward)
 
 
-def tower_local_response_norm(x: jax.Array, towers: int, **lrn) -> jax.Array:
-  """LRN within each tower's own maps (paper §3.3 on two GPUs: each GPU normalises its own kernels)."""
-  grouped = x.reshape(*x.shape[:-1], towers, x.shape[-1] // towers)
-  return local_response_norm(grouped, **lrn).reshape(x.shape)
-
-
-def tower_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int,
-               padding: tuple[int, int], own_tower_input: bool) -> jax.Array:
-  """Convolution of the local towers. kernel: ``[T, kh, kw, Cin, Cout]``, bias ``[T, Cout]``.
-
-  ``own_tower_input``: tower t reads only channels ``[t*Cin, (t+1)*Cin)`` of ``x`` (grouped conv);
-  otherwise every tower reads all of ``x``.
-  """
-  towers, kh, kw, cin, cout = kernel.shape
-  conv = functools.partial(lax.conv_general_dilated, window_strides=(stride, stride), padding=(padding, padding),
-                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  kernel = kernel.astype(x.dtype)
-  if own_tower_input and towers > 1:
-    # One conv per tower, not feature_group_count: XLA:CPU's grouped convolutions (and their
-    # gradients) run several times slower than the same convolutions issued one by one.
-    y = jnp.concatenate([conv(x[..., t * cin:(t + 1) * cin], kernel[t]) for t in range(towers)], axis=-1)
-  else:
-    y = conv(x, jnp.moveaxis(kernel, 0, 3).reshape(kh, kw, cin, towers * cout))
-  return y + bias.reshape(towers * cout).astype(x.dtype)
+def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int, padding: tuple[int, int]) -> jax.Array:
+  """One tower's convolution: NHWC ``x``, HWIO ``kernel``, bias ``[Cout]``; ``padding`` (before, after) in H and W."""
+  y = lax.conv_general_dilated(x, kernel.astype(x.dtype), window_strides=(stride, stride),
+                               padding=(padding, padding), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y + bias.astype(x.dtype)
 
 
 def tower_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:

@@ -208,14 +208,20 @@ def gather_towers(x: jax.Array) -> jax.Array:
   return lax.all_gather(x, sharding.MODEL, axis=x.ndim - 1, tiled=True, to="invarying")
 
 
-def _lrn(spec: AlexNetSpec, x: jax.Array, towers_here: int) -> jax.Array:
+def _split(x: jax.Array, towers: int) -> list[jax.Array]:
+  """The local towers' maps, one array each, from their channels laid side by side (tower by tower)."""
+  width = x.shape[-1] // towers
+  return [x[..., t * width:(t + 1) * width] for t in range(towers)]
+
+
+def _lrn(spec: AlexNetSpec, maps: list[jax.Array]) -> list[jax.Array]:
   constants = dict(size=spec.lrn_size, k=spec.lrn_k, alpha=spec.lrn_alpha, beta=spec.lrn_beta)
   if spec.lrn_scope == "tower":
-    return layers.tower_local_response_norm(x, towers_here, **constants)
+    return [layers.local_response_norm(m, **constants) for m in maps]
   # Across all maps of the layer (Caffe): neighbours may sit on the other device, so gather first.
-  everything = layers.local_response_norm(gather_towers(x), **constants)
-  width = x.shape[-1]
-  return lax.dynamic_slice_in_dim(everything, lax.axis_index(sharding.MODEL) * width, width, axis=-1)
+  everything = layers.local_response_norm(gather_towers(jnp.concatenate(maps, axis=-1)), **constants)
+  width = len(maps) * maps[0].shape[-1]
+  return _split(lax.dynamic_slice_in_dim(everything, lax.axis_index(sharding.MODEL) * width, width, axis=-1), len(maps))
 
 
 def _batch_norm(x: jax.Array, p: dict, stats: dict | None, train: bool):
@@ -238,25 +244,35 @@ def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: b
   """One device's share: its local towers (``towers_here``) on its slice of the batch. Returns the logits,
   the captured activations and the batch-norm layers' batch statistics (training) or running ones."""
   act = ACTIVATIONS[spec.activation]
-  x = images.astype(spec.dtype)
+  # Each local tower's maps stay an array of their own until the next cross-device point, as on the
+  # paper's GPUs; one array with the towers' channels side by side made XLA:CPU concatenate and slice
+  # them around every layer and repeat the LRN gradient in each consumer (paper config 1.1x on the CPU).
+  maps: list[jax.Array] = []
   activations, new_stats = {}, {}
   for layer in CONV_LAYERS:
     p = params[layer.name]
-    if layer.reads == ALL:
-      x = gather_towers(x)  # cross-device: conv3 reads both GPUs' maps
+    if layer.reads == IMAGE:
+      inputs = [images.astype(spec.dtype)] * towers_here
+    elif layer.reads == ALL:
+      inputs = [gather_towers(jnp.concatenate(maps, axis=-1))] * towers_here  # cross-device: conv3 reads both GPUs
+    else:
+      inputs = maps
     padding = spec.conv1_padding if layer.padding is None else layer.padding
-    x = layers.tower_conv(x, p["kernel"], p["bias"], stride=layer.stride, padding=padding,
-                          own_tower_input=layer.reads == OWN)
-    x = act(x)
+    maps = [act(layers.conv(x, p["kernel"][t], p["bias"][t], stride=layer.stride, padding=padding))
+            for t, x in enumerate(inputs)]
     if layer.lrn and spec.lrn:
-      x = _lrn(spec, x, towers_here)
+      maps = _lrn(spec, maps)
     if layer.lrn and spec.batch_norm:
       name = norm_name(layer)
-      x, new_stats[name] = _batch_norm(x, params[name], batch_stats.get(name), train)
-    activations[layer.name] = x
+      normed, new_stats[name] = _batch_norm(jnp.concatenate(maps, axis=-1), params[name], batch_stats.get(name), train)
+      maps = _split(normed, towers_here)
+    if capture:
+      activations[layer.name] = jnp.concatenate(maps, axis=-1)
     if layer.pool:
-      x = layers.max_pool(x, window=spec.pool_window, stride=spec.pool_stride)
-      activations[pool_name(layer)] = x
+      maps = [layers.max_pool(m, window=spec.pool_window, stride=spec.pool_stride) for m in maps]
+      if capture:
+        activations[pool_name(layer)] = jnp.concatenate(maps, axis=-1)
+  x = jnp.concatenate(maps, axis=-1)
   for layer in DENSE_LAYERS:
     p = params[layer.name]
     x = gather_towers(x)  # cross-device: fc6, fc7 and fc8 read both GPUs' units

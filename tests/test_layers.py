@@ -43,31 +43,29 @@ def test_lrn_gradient_matches_finite_differences():
   jax.test_util.check_grads(f, (a,), order=1, modes=["rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
 
 
-def test_tower_lrn_normalises_each_tower_separately():
-  a = np.random.default_rng(1).normal(scale=30.0, size=(2, 2, 2, 8)).astype(np.float32)
-  got = np.asarray(layers.tower_local_response_norm(jnp.asarray(a), 2, size=5, k=2.0, alpha=1e-4, beta=0.75))
-  for t in range(2):
-    np.testing.assert_allclose(got[..., 4 * t:4 * t + 4], lrn_by_the_formula(a[..., 4 * t:4 * t + 4], 5, 2.0, 1e-4, 0.75),
-                               rtol=1e-5)
+def conv_by_loops(x, kernel, bias, stride, padding):
+  """Cross-correlation as in the paper's nets, summed position by position (zeros beyond the padding)."""
+  x = np.pad(np.asarray(x, np.float64), ((0, 0), padding, padding, (0, 0)))
+  kh, kw, _, cout = kernel.shape
+  out_h, out_w = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
+  y = np.zeros((x.shape[0], out_h, out_w, cout))
+  for i in range(out_h):
+    for j in range(out_w):
+      patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+      y[:, i, j, :] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
+  return y + bias
 
 
-def _conv(x, kernel, stride, padding):
-  return lax.conv_general_dilated(x, kernel, (stride, stride), (padding, padding),
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@pytest.mark.parametrize("own_tower_input", [True, False])
-def test_tower_conv_equals_one_conv_per_tower(own_tower_input):
+def test_conv_matches_a_loop_over_positions_with_uneven_padding():
+  # conv1's geometry in miniature: stride 4, one more row/column of zeros before than after.
   rng = np.random.default_rng(2)
-  towers, cin, cout = 2, 3, 4
-  x = jnp.asarray(rng.normal(size=(2, 9, 9, towers * cin if own_tower_input else 5)), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(towers, 3, 3, cin if own_tower_input else 5, cout)), jnp.float32)
-  bias = jnp.asarray(rng.normal(size=(towers, cout)), jnp.float32)
-  got = layers.tower_conv(x, kernel, bias, stride=2, padding=(1, 1), own_tower_input=own_tower_input)
-  for t in range(towers):
-    tower_input = x[..., t * cin:(t + 1) * cin] if own_tower_input else x
-    want = _conv(tower_input, kernel[t], 2, (1, 1)) + bias[t]
-    np.testing.assert_allclose(got[..., t * cout:(t + 1) * cout], want, rtol=1e-5, atol=1e-5)
+  x = rng.normal(size=(2, 13, 13, 3)).astype(np.float32)
+  kernel = rng.normal(size=(5, 5, 3, 4)).astype(np.float32)
+  bias = rng.normal(size=(4,)).astype(np.float32)
+  got = layers.conv(jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(bias), stride=4, padding=(2, 1))
+  want = conv_by_loops(x, kernel, bias, 4, (2, 1))
+  assert got.shape == want.shape == (2, 3, 3, 4)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("towers", [1, 2])  # one tower takes a plain product, several a batched one

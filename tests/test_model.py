@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from alexnet_jax import layers
+from alexnet_jax import layers, model as model_lib
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 from conftest import TINY_MODEL, load_config
@@ -62,11 +62,17 @@ def _conv(x, kernel, stride, padding):
                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def two_gpu_reference(params, x, spec):
+def lrn_by_autodiff(a, size=5, k=2.0, alpha=1e-4, beta=0.75):
+  """Paper §3.3 with plain jnp ops, so its gradient is JAX's own (not the hand-written one)."""
+  squares = jnp.pad(jnp.square(a), [(0, 0)] * 3 + [(size // 2, size // 2)])
+  return a / (k + alpha * sum(squares[..., i:i + a.shape[-1]] for i in range(size))) ** beta
+
+
+def two_gpu_reference(params, x, spec, lrn=None, pool=None):
   """The paper's Figure 2 written out GPU by GPU, as lists of per-GPU tensors (no tower axis tricks)."""
-  p = {n: {k: np.asarray(v) for k, v in d.items()} for n, d in params.items()}
-  lrn = lambda a: layers.local_response_norm(a, size=5, k=2.0, alpha=1e-4, beta=0.75)
-  pool = lambda a: layers.max_pool(a, window=3, stride=2)
+  p = params
+  lrn = lrn or (lambda a: layers.local_response_norm(a, size=5, k=2.0, alpha=1e-4, beta=0.75))
+  pool = pool or (lambda a: layers.max_pool(a, window=3, stride=2))
   gpus = range(2)
   h = [pool(lrn(jax.nn.relu(_conv(x, p["conv1"]["kernel"][g], 4, (2, 1)) + p["conv1"]["bias"][g]))) for g in gpus]
   h = [pool(lrn(jax.nn.relu(_conv(h[g], p["conv2"]["kernel"][g], 1, (2, 2)) + p["conv2"]["bias"][g]))) for g in gpus]
@@ -87,6 +93,24 @@ def test_forward_equals_the_two_gpu_wiring_written_out():
   model.eval()
   x = np.random.default_rng(0).normal(scale=50, size=(3, 64, 64, 3)).astype(np.float32)
   np.testing.assert_allclose(model(x), two_gpu_reference(model.params(), x, spec), rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_equal_autodiff_of_the_two_gpu_wiring_with_plain_ops():
+  # Reference: JAX's own gradients of the wiring written out, with XLA's max pooling and LRN from jnp ops
+  # (the model has hand-written gradients for both and keeps each tower's maps apart).
+  spec = AlexNetSpec.from_config(TINY_MODEL)
+  model = AlexNet(spec, rngs=nnx.Rngs(4))
+  params = jax.tree.map(lambda a: a * 30, model.params())
+  x = jnp.asarray(np.random.default_rng(1).normal(scale=50, size=(3, 64, 64, 3)), jnp.float32)
+  weights = jnp.asarray(np.random.default_rng(2).normal(size=(3, spec.num_classes)), jnp.float32)
+  xla_pool = lambda a: lax.reduce_window(a, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")
+  got = jax.grad(lambda p: jnp.sum(model_lib.apply(spec, model.mesh, p, x) * weights))(params)
+  want = jax.grad(lambda p: jnp.sum(two_gpu_reference(p, x, spec, lrn_by_autodiff, xla_pool) * weights))(params)
+  for name in got:
+    for kind in ("kernel", "bias"):
+      scale = float(jnp.abs(want[name][kind]).max())
+      assert scale > 0, f"{name} {kind}: no gradient reaches it in this test"
+      np.testing.assert_allclose(got[name][kind], want[name][kind], rtol=1e-3, atol=1e-4 * scale, err_msg=f"{name} {kind}")
 
 
 def test_training_mode_needs_a_dropout_key_and_drops_units():
