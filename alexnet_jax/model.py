@@ -10,7 +10,8 @@ Here a tower is a slice of a leading parameter axis ``[towers, ...]`` that is sh
 ``model``. The forward pass is written for one device's share (``_device_forward``) and run under
 ``jax.shard_map``: each device computes its local towers on its slice of the batch and ``all_gather``s
 the towers' maps over ``model`` exactly where the paper's GPUs talked (``gather_towers``). With
-``model=1`` one device runs both towers side by side; every placement gives the same numbers.
+``model=1`` one device runs both towers, each tower's maps an array of their own; a one-device mesh skips
+``shard_map`` altogether (``Exchange``). Every placement gives the same numbers.
 """
 
 from __future__ import annotations
@@ -208,29 +209,47 @@ def gather_towers(x: jax.Array) -> jax.Array:
   return lax.all_gather(x, sharding.MODEL, axis=x.ndim - 1, tiled=True, to="invarying")
 
 
+@dataclasses.dataclass(frozen=True)
+class Exchange:
+  """What one device's share of the forward pass exchanges with the other devices. A one-device mesh runs
+  without ``shard_map`` (``on_mesh=False``) and every exchange is the identity: XLA:CPU copied every
+  gradient through the one-participant all-reduce each step (torchvision layout 1.1x without)."""
+  on_mesh: bool
+
+  def gather_towers(self, x: jax.Array) -> jax.Array:
+    return gather_towers(x) if self.on_mesh else x
+
+  def model_index(self) -> jax.Array | int:
+    return lax.axis_index(sharding.MODEL) if self.on_mesh else 0
+
+  def mean_over_data(self, x: jax.Array) -> jax.Array:
+    return lax.pmean(x, sharding.DATA) if self.on_mesh else x
+
+
 def _split(x: jax.Array, towers: int) -> list[jax.Array]:
   """The local towers' maps, one array each, from their channels laid side by side (tower by tower)."""
   width = x.shape[-1] // towers
   return [x[..., t * width:(t + 1) * width] for t in range(towers)]
 
 
-def _lrn(spec: AlexNetSpec, maps: list[jax.Array]) -> list[jax.Array]:
+def _lrn(spec: AlexNetSpec, maps: list[jax.Array], exchange: Exchange) -> list[jax.Array]:
   constants = dict(size=spec.lrn_size, k=spec.lrn_k, alpha=spec.lrn_alpha, beta=spec.lrn_beta)
   if spec.lrn_scope == "tower":
     return [layers.local_response_norm(m, **constants) for m in maps]
   # Across all maps of the layer (Caffe): neighbours may sit on the other device, so gather first.
-  everything = layers.local_response_norm(gather_towers(jnp.concatenate(maps, axis=-1)), **constants)
+  everything = layers.local_response_norm(exchange.gather_towers(jnp.concatenate(maps, axis=-1)), **constants)
   width = len(maps) * maps[0].shape[-1]
-  return _split(lax.dynamic_slice_in_dim(everything, lax.axis_index(sharding.MODEL) * width, width, axis=-1), len(maps))
+  mine = lax.dynamic_slice_in_dim(everything, exchange.model_index() * width, width, axis=-1)
+  return _split(mine, len(maps))
 
 
-def _batch_norm(x: jax.Array, p: dict, stats: dict | None, train: bool):
+def _batch_norm(x: jax.Array, p: dict, stats: dict | None, train: bool, exchange: Exchange):
   """Batch normalisation of each channel over the *global* batch (and positions): the means are
   averaged over the ``data`` axis, so every placement gives the same numbers. Returns (y, batch stats)."""
   x32 = x.astype(jnp.float32)
   if train:
-    mean = lax.pmean(jnp.mean(x32, axis=(0, 1, 2)), sharding.DATA)
-    var = lax.pmean(jnp.mean(jnp.square(x32 - mean), axis=(0, 1, 2)), sharding.DATA)
+    mean = exchange.mean_over_data(jnp.mean(x32, axis=(0, 1, 2)))
+    var = exchange.mean_over_data(jnp.mean(jnp.square(x32 - mean), axis=(0, 1, 2)))
   else:
     mean, var = stats["mean"].reshape(-1), stats["var"].reshape(-1)
   scale = p["scale"].reshape(-1) * lax.rsqrt(var + BATCH_NORM_EPSILON)
@@ -239,8 +258,8 @@ def _batch_norm(x: jax.Array, p: dict, stats: dict | None, train: bool):
   return y.astype(x.dtype), {"mean": mean.reshape(shape), "var": var.reshape(shape)}
 
 
-def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: bool, params, batch_stats,
-                    images, keep_masks):
+def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: bool, exchange: Exchange, params,
+                    batch_stats, images, keep_masks):
   """One device's share: its local towers (``towers_here``) on its slice of the batch. Returns the logits,
   the captured activations and the batch-norm layers' batch statistics (training) or running ones."""
   act = ACTIVATIONS[spec.activation]
@@ -254,17 +273,18 @@ def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: b
     if layer.reads == IMAGE:
       inputs = [images.astype(spec.dtype)] * towers_here
     elif layer.reads == ALL:
-      inputs = [gather_towers(jnp.concatenate(maps, axis=-1))] * towers_here  # cross-device: conv3 reads both GPUs
+      inputs = [exchange.gather_towers(jnp.concatenate(maps, axis=-1))] * towers_here  # cross-device: conv3 reads both GPUs
     else:
       inputs = maps
     padding = spec.conv1_padding if layer.padding is None else layer.padding
     maps = [act(layers.conv(x, p["kernel"][t], p["bias"][t], stride=layer.stride, padding=padding))
             for t, x in enumerate(inputs)]
     if layer.lrn and spec.lrn:
-      maps = _lrn(spec, maps)
+      maps = _lrn(spec, maps, exchange)
     if layer.lrn and spec.batch_norm:
       name = norm_name(layer)
-      normed, new_stats[name] = _batch_norm(jnp.concatenate(maps, axis=-1), params[name], batch_stats.get(name), train)
+      normed, new_stats[name] = _batch_norm(jnp.concatenate(maps, axis=-1), params[name], batch_stats.get(name), train,
+                                               exchange)
       maps = _split(normed, towers_here)
     if capture:
       activations[layer.name] = jnp.concatenate(maps, axis=-1)
@@ -275,7 +295,7 @@ def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: b
   x = jnp.concatenate(maps, axis=-1)
   for layer in DENSE_LAYERS:
     p = params[layer.name]
-    x = gather_towers(x)  # cross-device: fc6, fc7 and fc8 read both GPUs' units
+    x = exchange.gather_towers(x)  # cross-device: fc6, fc7 and fc8 read both GPUs' units
     x = layers.tower_dense(x.reshape(x.shape[0], -1), p["kernel"], p["bias"])
     if layer is not DENSE_LAYERS[-1]:
       x = act(x)
@@ -283,7 +303,7 @@ def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: b
         # Inverted dropout: scale at training time, so evaluation needs no paper-style x0.5.
         x = jnp.where(keep_masks[layer.name], x / (1.0 - spec.dropout_rate), 0).astype(x.dtype)
     activations[layer.name] = x
-  logits = gather_towers(x).astype(jnp.float32)  # softmax over both towers' fc8 units
+  logits = exchange.gather_towers(x).astype(jnp.float32)  # softmax over both towers' fc8 units
   return logits, (activations if capture else {}), new_stats
 
 
@@ -297,13 +317,16 @@ def _forward(spec: AlexNetSpec, mesh: Mesh, params, batch_stats, images, dropout
         shape = (images.shape[0], params[layer.name]["bias"].size)
         mask = jax.random.bernoulli(key, 1.0 - spec.dropout_rate, shape)
         keep_masks[layer.name] = lax.with_sharding_constraint(mask, NamedSharding(mesh, P(sharding.DATA, sharding.MODEL)))
+  if mesh.size == 1:
+    return _device_forward(spec, towers_here, capture, train, Exchange(on_mesh=False), params, batch_stats, images,
+                           keep_masks)
   acts_spec = {}
   if capture:
     conv_spec, dense_spec = P(sharding.DATA, None, None, sharding.MODEL), P(sharding.DATA, sharding.MODEL)
     acts_spec = {name: conv_spec for name in ACTIVATION_NAMES[:-len(DENSE_LAYERS)]} | {
         l.name: dense_spec for l in DENSE_LAYERS}
   forward = jax.shard_map(
-      functools.partial(_device_forward, spec, towers_here, capture, train), mesh=mesh,
+      functools.partial(_device_forward, spec, towers_here, capture, train, Exchange(on_mesh=True)), mesh=mesh,
       in_specs=(sharding.TOWER_SPEC, sharding.TOWER_SPEC, sharding.BATCH_SPEC, P(sharding.DATA, sharding.MODEL)),
       out_specs=(P(sharding.DATA), acts_spec, sharding.TOWER_SPEC))
   return forward(params, batch_stats, images, keep_masks)

@@ -52,7 +52,7 @@ def context_mesh() -> Mesh | None:
 
 
 def default_mesh() -> Mesh:
-  """One device: both towers side by side on it."""
+  """One device: both towers on it."""
   return make_mesh(data=1, model=1, devices=jax.devices()[:1])
 
 
