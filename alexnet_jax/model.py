@@ -272,8 +272,8 @@ def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: b
     p = params[layer.name]
     if layer.reads == IMAGE:
       inputs = [images.astype(spec.dtype)] * towers_here
-    elif layer.reads == ALL:
-      inputs = [exchange.gather_towers(jnp.concatenate(maps, axis=-1))] * towers_here  # cross-device: conv3 reads both GPUs
+    elif layer.reads == ALL:  # cross-device: conv3 reads both GPUs' maps
+      inputs = [exchange.gather_towers(jnp.concatenate(maps, axis=-1))] * towers_here
     else:
       inputs = maps
     padding = spec.conv1_padding if layer.padding is None else layer.padding
@@ -283,8 +283,8 @@ def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: b
       maps = _lrn(spec, maps, exchange)
     if layer.lrn and spec.batch_norm:
       name = norm_name(layer)
-      normed, new_stats[name] = _batch_norm(jnp.concatenate(maps, axis=-1), params[name], batch_stats.get(name), train,
-                                               exchange)
+      both = jnp.concatenate(maps, axis=-1)
+      normed, new_stats[name] = _batch_norm(both, params[name], batch_stats.get(name), train, exchange)
       maps = _split(normed, towers_here)
     if capture:
       activations[layer.name] = jnp.concatenate(maps, axis=-1)
