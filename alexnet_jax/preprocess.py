@@ -1,7 +1,7 @@
 """The device half of the input pipeline, inside the jitted steps: uint8 crops -> network input.
 
-``x = (crop - mean_image[same window, same mirroring] + lighting) * pixel_scale``: the paper's mean
-image subtraction (§2) and PCA lighting (§4.1, ``stats.rgb_shift``) as one fused elementwise pass.
+``x = (mirror?(crop - mean_image[same window]) + lighting) * pixel_scale``: the paper's mean image
+subtraction (§2), horizontal reflection and PCA lighting (§4.1, ``stats.rgb_shift``) as one fused pass.
 """
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ def constants(stats: DatasetStats, mesh=None, mean_rgb=(), std_rgb=()) -> dict:
 
 def network_input(images: jax.Array, offsets: jax.Array, consts: dict, pixel_scale: float,
                   alpha: jax.Array | None = None) -> jax.Array:
-  """images uint8 [B, s, s, 3]; offsets int32 [B, 3] (top, left, flipped); alpha float32 [B, 3] or None."""
+  """images uint8 [B, s, s, 3], crops as cut (unmirrored); offsets int32 [B, 3] (top, left, flipped);
+  alpha float32 [B, 3] or None."""
   size = images.shape[1]
   mean = consts["mean_image"]
 
   def mean_window(offset):
-    window = lax.dynamic_slice(mean, (offset[0], offset[1], 0), (size, size, 3))
-    return jnp.where(offset[2] > 0, window[:, ::-1], window)
+    return lax.dynamic_slice(mean, (offset[0], offset[1], 0), (size, size, 3))
 
   x = images.astype(jnp.float32) - jax.vmap(mean_window)(offsets)
+  x = jnp.where(offsets[:, 2, None, None, None] > 0, x[:, :, ::-1], x)
   if alpha is not None:
     shift = 255.0 * (alpha * consts["eigenvalues"]) @ consts["eigenvectors"].T  # stats.rgb_shift
     x = x + shift[:, None, None, :]

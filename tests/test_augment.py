@@ -12,16 +12,28 @@ def coordinate_image(size):
   return np.stack([r, c, np.full_like(r, 7)], axis=-1).astype(np.uint8)
 
 
+def zero_mean_constants(size):
+  return preprocess.constants(stats_lib.DatasetStats(np.zeros((size, size, 3), np.float32), np.ones(3, np.float32),
+                                                     np.eye(3, dtype=np.float32), 1))
+
+
 def test_random_crop_is_a_window_and_its_mirror():
+  # The host cuts the window; the device half mirrors it where the offset says so.
   image = coordinate_image(12)
+  flips = set()
   for seed in range(20):
     out = augment.random_crop_flip({"image": image, "label": 0}, np.random.default_rng(seed), 8, True, 0.0)
     top, left, flipped = out["offset"]
     assert 0 <= top <= 4 and 0 <= left <= 4
-    rows, cols = out["image"][..., 0], out["image"][..., 1]
+    np.testing.assert_array_equal(out["image"], image[top:top + 8, left:left + 8])
+    network = np.asarray(preprocess.network_input(jnp.asarray(out["image"][None]), jnp.asarray(out["offset"][None]),
+                                                  zero_mean_constants(12), 1.0))[0]
+    rows, cols = network[..., 0], network[..., 1]
     assert np.all(rows == np.arange(top, top + 8)[:, None])
     expected_cols = np.arange(left, left + 8)[::-1] if flipped else np.arange(left, left + 8)
     assert np.all(cols == expected_cols[None, :])
+    flips.add(int(flipped))
+  assert flips == {0, 1}
 
 
 def test_crop_positions_and_flips_are_uniform():
@@ -40,8 +52,8 @@ def test_ten_crops_are_the_corners_the_centre_and_their_mirrors():
   # Top-left pixel of each unmirrored view, by hand for a 10x10 image and 6x6 crops (centre at 2).
   corners = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]
   assert [tuple(v[0, 0, :2]) for v in out["image"][:5]] == corners
-  for plain, mirrored in zip(out["image"][:5], out["image"][5:]):
-    np.testing.assert_array_equal(mirrored, plain[:, ::-1])
+  assert [tuple(o) for o in out["offset"]] == [(t, l, f) for f in (0, 1) for t, l in corners]
+  np.testing.assert_array_equal(out["image"][5:], out["image"][:5])  # the same windows, mirrored on the device
   # Together the five windows cover every pixel of the image.
   covered = np.zeros((10, 10), bool)
   for top, left in corners:

@@ -1,6 +1,7 @@
 """The grain pipeline: exact resume with and without worker processes; folder datasets with bad files."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -74,3 +75,36 @@ def test_missing_data_directory_stops_before_compiling_with_one_line(tmp_path):
   assert done.returncode != 0 and "Traceback" not in done.stderr
   last = done.stderr.strip().splitlines()[-1]
   assert last.startswith("alexnet_jax: no training images:") and str(tmp_path / "nowhere") in last
+
+
+class CountingSource:
+  """Tiny blank images; counts how many were read."""
+
+  def __init__(self, count, size):
+    self.count, self.size, self.reads = count, size, 0
+
+  def __len__(self):
+    return self.count
+
+  def __getitem__(self, index):
+    self.reads += 1
+    return {"image": np.zeros((self.size, self.size, 3), np.uint8), "label": np.int32(index % 10), "valid": True}
+
+
+def test_reading_ahead_stops_while_the_consumer_waits():
+  # A consumer that pauses (evaluating, saving) must not make the pipeline buffer batches without end:
+  # grain's default read up to 500 batches ahead. Bound: the threads' batches plus as many buffered.
+  config = load_config("demo")
+  config.batch_size, config.data.num_workers = 4, 0
+  splits = sources.Splits(CountingSource(1000, 73), CountingSource(100, 73), 10, 73, tuple(map(str, range(10))))
+  iterator = input_pipeline.train_iterator(splits, config)
+  next(iterator)
+  time.sleep(1.0)  # blank images take microseconds: unbounded, thousands would be read by now
+  threads = input_pipeline.read_options(0).num_threads
+  assert splits.train.reads <= (2 * threads + 1) * config.batch_size
+  iterator.close()
+
+  batches = input_pipeline.eval_batches(splits, 64, global_batch=4, views=10)
+  next(batches)
+  time.sleep(1.0)
+  assert splits.eval.reads <= 3 * 4 + 8  # two batches ahead, the one taken, one per thread in flight
