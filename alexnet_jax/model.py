@@ -10,8 +10,9 @@ Here a tower is a slice of a leading parameter axis ``[towers, ...]`` that is sh
 ``model``. The forward pass is written for one device's share (``_device_forward``) and run under
 ``jax.shard_map``: each device computes its local towers on its slice of the batch and ``all_gather``s
 the towers' maps over ``model`` exactly where the paper's GPUs talked (``gather_towers``). With
-``model=1`` one device runs both towers, each tower's maps an array of their own; a one-device mesh skips
-``shard_map`` altogether (``Exchange``). Every placement gives the same numbers.
+``model=1`` one device runs both towers, each tower's maps an array of their own. A mesh axis of one
+device gets no collectives at all (``Exchange``), and a one-device mesh skips ``shard_map`` altogether.
+Every placement gives the same numbers.
 """
 
 from __future__ import annotations
@@ -211,19 +212,30 @@ def gather_towers(x: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Exchange:
-  """What one device's share of the forward pass exchanges with the other devices. A one-device mesh runs
-  without ``shard_map`` (``on_mesh=False``) and every exchange is the identity: XLA:CPU copied every
-  gradient through the one-participant all-reduce each step (torchvision layout 1.1x without)."""
-  on_mesh: bool
+  """What one device's share of the forward pass exchanges with the other devices. Over a mesh axis of
+  one device every exchange is the identity and the ``shard_map`` specs leave that axis out: XLA keeps
+  one-participant collectives in the compiled step (XLA:CPU copied every gradient through one, 1.1x
+  slower), and a data-parallel mesh would all-gather each tower boundary with itself."""
+  towers_apart: bool  # the `model` axis has more than one device
+  data_parallel: bool  # the `data` axis has more than one device
+
+  @classmethod
+  def of(cls, mesh: Mesh) -> Exchange:
+    return cls(towers_apart=mesh.shape[sharding.MODEL] > 1, data_parallel=mesh.shape[sharding.DATA] > 1)
+
+  def spec(self, *axes: str | None) -> P:
+    """A PartitionSpec naming only the axes that have more than one device."""
+    apart = {sharding.MODEL: self.towers_apart, sharding.DATA: self.data_parallel}
+    return P(*(axis if apart.get(axis) else None for axis in axes))
 
   def gather_towers(self, x: jax.Array) -> jax.Array:
-    return gather_towers(x) if self.on_mesh else x
+    return gather_towers(x) if self.towers_apart else x
 
   def model_index(self) -> jax.Array | int:
-    return lax.axis_index(sharding.MODEL) if self.on_mesh else 0
+    return lax.axis_index(sharding.MODEL) if self.towers_apart else 0
 
   def mean_over_data(self, x: jax.Array) -> jax.Array:
-    return lax.pmean(x, sharding.DATA) if self.on_mesh else x
+    return lax.pmean(x, sharding.DATA) if self.data_parallel else x
 
 
 def _split(x: jax.Array, towers: int) -> list[jax.Array]:
@@ -317,18 +329,21 @@ def _forward(spec: AlexNetSpec, mesh: Mesh, params, batch_stats, images, dropout
         shape = (images.shape[0], params[layer.name]["bias"].size)
         mask = jax.random.bernoulli(key, 1.0 - spec.dropout_rate, shape)
         keep_masks[layer.name] = lax.with_sharding_constraint(mask, NamedSharding(mesh, P(sharding.DATA, sharding.MODEL)))
+  exchange = Exchange.of(mesh)
+  device_forward = functools.partial(_device_forward, spec, towers_here, capture, train, exchange)
   if mesh.size == 1:
-    return _device_forward(spec, towers_here, capture, train, Exchange(on_mesh=False), params, batch_stats, images,
-                           keep_masks)
+    return device_forward(params, batch_stats, images, keep_masks)
+  towers, batch = exchange.spec(sharding.MODEL), exchange.spec(sharding.DATA)
   acts_spec = {}
   if capture:
-    conv_spec, dense_spec = P(sharding.DATA, None, None, sharding.MODEL), P(sharding.DATA, sharding.MODEL)
+    conv_spec = exchange.spec(sharding.DATA, None, None, sharding.MODEL)
+    dense_spec = exchange.spec(sharding.DATA, sharding.MODEL)
     acts_spec = {name: conv_spec for name in ACTIVATION_NAMES[:-len(DENSE_LAYERS)]} | {
         l.name: dense_spec for l in DENSE_LAYERS}
   forward = jax.shard_map(
-      functools.partial(_device_forward, spec, towers_here, capture, train, Exchange(on_mesh=True)), mesh=mesh,
-      in_specs=(sharding.TOWER_SPEC, sharding.TOWER_SPEC, sharding.BATCH_SPEC, P(sharding.DATA, sharding.MODEL)),
-      out_specs=(P(sharding.DATA), acts_spec, sharding.TOWER_SPEC))
+      device_forward, mesh=mesh,
+      in_specs=(towers, towers, batch, exchange.spec(sharding.DATA, sharding.MODEL)),
+      out_specs=(batch, acts_spec, towers))
   return forward(params, batch_stats, images, keep_masks)
 
 

@@ -1,4 +1,7 @@
-"""Every placement of the towers gives the same numbers; with model=2 each device holds one tower."""
+"""Every placement of the towers gives the same numbers; with model=2 each device holds one tower; the
+compiled programs move data between devices only where the paper's GPUs did."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import metrics, model as model_lib, sharding
+from alexnet_jax import config_files, metrics, model as model_lib, optim, preprocess, sharding, stats as stats_lib, train
 from alexnet_jax.model import AlexNet, AlexNetSpec
 from conftest import TINY_MODEL
 
@@ -97,3 +100,78 @@ def test_make_mesh_refuses_impossible_shapes():
     sharding.make_mesh(data=4, model=2)
   with pytest.raises(ValueError, match="must divide"):
     sharding.make_mesh(data=-1, model=3)
+
+
+COLLECTIVE = re.compile(r"= (.+?) (all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(?:-start)?\(")
+
+
+def collectives(compiled) -> list[tuple[str, tuple[int, ...]]]:
+  """(kind, shape) of every array every collective op of a compiled program moves."""
+  found = []
+  for line in compiled.as_text().splitlines():
+    if match := COLLECTIVE.search(line):
+      for dims in re.findall(r"[a-z]+\d*\[([\d,]*)\]", match.group(1)):
+        found.append((match.group(2), tuple(int(d) for d in dims.split(",") if d)))
+  return found
+
+
+@pytest.fixture(scope="module")
+def paper_spec():
+  return AlexNetSpec.from_config(config_files.load("paper").model)
+
+
+def compiled_forward_and_gradient(spec, mesh, batch):
+  model = AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh)
+  images = jax.ShapeDtypeStruct((batch, 224, 224, 3), jnp.float32, sharding=sharding.batch_sharding(mesh))
+  labels = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=sharding.batch_sharding(mesh))
+  forward = model_lib.apply.lower(spec, mesh, model.params(), images).compile()
+
+  def loss(params, images, labels):
+    return metrics.cross_entropy(model_lib.apply(spec, mesh, params, images, jax.random.key(0)), labels).mean()
+  gradient = jax.jit(jax.grad(loss)).lower(model.params(), images, labels).compile()
+  return collectives(forward), collectives(gradient)
+
+
+def test_the_towers_exchange_maps_exactly_where_the_papers_gpus_did(paper_spec):
+  # Figure 2: conv3 reads both towers' pooled conv2 maps (13x13x2x128), fc6 both towers' pooled conv5 maps
+  # (6x6x2x128), fc7 and fc8 both halves of fc6/fc7 (2x2048), the softmax both halves of fc8 (2x500).
+  # Nothing else crosses, in particular no weights or weight gradients: each GPU keeps its own half.
+  batch = 3
+  forward, gradient = compiled_forward_and_gradient(paper_spec, sharding.make_mesh(data=1, model=2), batch)
+  exchanged = [(batch, 13, 13, 256), (batch, 6, 6, 256), (batch, 4096), (batch, 4096), (batch, 1000)]
+  assert sorted(forward) == sorted(("all-gather", shape) for shape in exchanged)
+  assert [c for c in gradient if c[0] == "all-gather"] == forward  # the same gathers, then their transposes:
+  backward = {shape for kind, shape in gradient if kind != "all-gather"}
+  flat = {(batch, int(np.prod(shape[1:]))) for shape in exchanged}
+  assert backward and all(shape in set(exchanged) | flat for shape in backward), backward
+
+
+def test_data_parallel_devices_exchange_nothing_but_gradients(paper_spec):
+  # With the towers on one device (model=1) a forward pass needs no communication at all; training
+  # all-reduces the weight gradients (and the loss) over `data`, and gathers nothing.
+  forward, gradient = compiled_forward_and_gradient(paper_spec, sharding.make_mesh(data=2, model=1), 4)
+  assert forward == []
+  assert {kind for kind, _ in gradient} == {"all-reduce"}
+  parameters = 60_965_224  # the paper's net, counted by hand in test_model
+  moved = sum(int(np.prod(shape)) for _, shape in gradient)
+  assert parameters <= moved < parameters + 100, moved  # every weight gradient once, plus the loss
+
+
+def test_the_train_state_keeps_its_placement_from_step_to_step():
+  # The momentum must start where the step leaves it (with its parameter's tower): a compiled step
+  # refuses a state placed otherwise, and a jitted one would compile a second time.
+  mesh = sharding.make_mesh(data=1, model=2)
+  spec = AlexNetSpec.from_config(TINY_MODEL)
+  tx = optim.paper_sgd(0.01, 0.9, 5e-4)
+  state = train.initial_state(AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh), tx)
+  stats = stats_lib.DatasetStats(np.zeros((73, 73, 3), np.float32), np.ones(3, np.float32), np.eye(3, dtype=np.float32), 1)
+  consts = preprocess.constants(stats, mesh)
+  n, rng = 4, np.random.default_rng(0)
+  batch = sharding.global_batch(mesh, {"image": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
+                                       "offset": np.zeros((n, 3), np.int32), "alpha": np.zeros((n, 3), np.float32),
+                                       "label": np.arange(n, dtype=np.int32), "valid": np.ones(n, bool)}, n)
+  step = train.make_train_step(spec, mesh, tx, 1.0).lower(state, batch, jax.random.key(0), consts).compile()
+  placed = [x.sharding for x in jax.tree.leaves(state)]
+  for _ in range(2):
+    state, _ = step(state, batch, jax.random.key(0), consts)
+    assert all(x.sharding.is_equivalent_to(p, x.ndim) for x, p in zip(jax.tree.leaves(state), placed))
