@@ -7,8 +7,9 @@ to end through the real grain pipeline. Model FLOP utilisation is reported where
 
 ``--input_only``: images/s of the input pipeline. Measures the host pipeline (decode, crop, flip and
 lighting draws) with 0 worker processes (in-process), 1 worker (the per-worker rate) and ``--workers``
-workers (the total), and the device-side half (mirroring, mean image and lighting) as a jitted step. With ``--synthetic=N`` it first writes N photo-like 256x256 JPEGs
-(JPEG quality 90, about ImageNet's size per image at that resolution) so it runs without ImageNet.
+workers (the total), and the device-side half (mirroring, mean image and lighting) as a jitted step.
+With ``--synthetic=N`` it first writes N photo-like 256x256 JPEGs (JPEG quality 90, about ImageNet's
+size per image at that resolution) so it runs without ImageNet.
 The last line is one JSON object with the figures.
 """
 

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-try:  # libjpeg-turbo without PIL's object overhead; same pixels as PIL (tests/test_imagenet.py)
+try:  # libjpeg-turbo without PIL's object overhead; same pixels as PIL (tests/test_images.py)
   import simplejpeg
 except ImportError:  # pragma: no cover - optional speed-up
   simplejpeg = None
@@ -51,8 +51,9 @@ def draft_scale(height: int, width: int, size_hint: int | None) -> int:
 
 def _decode_jpeg(data: bytes, size_hint: int | None) -> np.ndarray:
   height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-  if colorspace not in ("YCbCr", "Gray", "RGB"):
-    raise ValueError(colorspace)  # CMYK/YCCK: PIL's conversion to RGB differs from libjpeg-turbo's by one level
+  if colorspace not in ("YCbCr", "Gray", "RGB") or height * width > 2 * Image.MAX_IMAGE_PIXELS:
+    # CMYK/YCCK: PIL's conversion to RGB differs from libjpeg-turbo's by one level; bombs: PIL's error.
+    raise ValueError(colorspace)
   scale = draft_scale(height, width, size_hint)
   # libjpeg-turbo picks the smallest of its scales M/8 that keeps these sides: exactly 1/scale.
   return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-height // scale), min_width=-(-width // scale))

@@ -72,3 +72,13 @@ def test_truncated_and_corrupt_jpegs_are_bad_images():
     images.decode(data[:200])
   with pytest.raises(images.BadImage):
     images.decode(images.JPEG_MAGIC + b"\x00" * 500)
+
+
+def test_decompression_bombs_are_refused_as_pil_refuses_them(monkeypatch):
+  data = encode(photo(np.random.default_rng(3), 100, 100))
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # PIL refuses images above twice this (10,000 pixels here)
+  for size_hint in (None, 32):
+    with pytest.raises(images.BadImage):
+      images.decode(data, size_hint=size_hint)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+  assert images.decode(data).shape == (100, 100, 3)
