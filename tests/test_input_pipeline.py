@@ -1,4 +1,5 @@
-"""The grain pipeline: exact resume with and without worker processes; folder datasets with bad files."""
+"""The grain pipeline: exact resume with and without worker processes; folder datasets with bad files;
+read-ahead bounded while the consumer pauses."""
 
 import os
 import time
