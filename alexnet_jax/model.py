@@ -11,8 +11,7 @@ Here a tower is a slice of a leading parameter axis ``[towers, ...]`` that is sh
 ``jax.shard_map``: each device computes its local towers on its slice of the batch and ``all_gather``s
 the towers' maps over ``model`` exactly where the paper's GPUs talked (``gather_towers``). With
 ``model=1`` one device runs both towers, each tower's maps an array of their own. A mesh axis of one
-device gets no collectives at all (``Exchange``), and a one-device mesh skips ``shard_map`` altogether.
-Every placement gives the same numbers.
+device gets no collectives at all (``Exchange``). Every placement gives the same numbers.
 """
 
 from __future__ import annotations
@@ -214,8 +213,8 @@ def gather_towers(x: jax.Array) -> jax.Array:
 class Exchange:
   """What one device's share of the forward pass exchanges with the other devices. Over a mesh axis of
   one device every exchange is the identity and the ``shard_map`` specs leave that axis out: XLA keeps
-  one-participant collectives in the compiled step (XLA:CPU copied every gradient through one, 1.1x
-  slower), and a data-parallel mesh would all-gather each tower boundary with itself."""
+  one-participant collectives in the compiled step (on one device XLA:CPU copied every gradient through
+  one, 1.1x slower), and a data-parallel mesh would all-gather each tower boundary with itself."""
   towers_apart: bool  # the `model` axis has more than one device
   data_parallel: bool  # the `data` axis has more than one device
 
@@ -330,9 +329,6 @@ def _forward(spec: AlexNetSpec, mesh: Mesh, params, batch_stats, images, dropout
         mask = jax.random.bernoulli(key, 1.0 - spec.dropout_rate, shape)
         keep_masks[layer.name] = lax.with_sharding_constraint(mask, NamedSharding(mesh, P(sharding.DATA, sharding.MODEL)))
   exchange = Exchange.of(mesh)
-  device_forward = functools.partial(_device_forward, spec, towers_here, capture, train, exchange)
-  if mesh.size == 1:
-    return device_forward(params, batch_stats, images, keep_masks)
   towers, batch = exchange.spec(sharding.MODEL), exchange.spec(sharding.DATA)
   acts_spec = {}
   if capture:
@@ -341,7 +337,7 @@ def _forward(spec: AlexNetSpec, mesh: Mesh, params, batch_stats, images, dropout
     acts_spec = {name: conv_spec for name in ACTIVATION_NAMES[:-len(DENSE_LAYERS)]} | {
         l.name: dense_spec for l in DENSE_LAYERS}
   forward = jax.shard_map(
-      device_forward, mesh=mesh,
+      functools.partial(_device_forward, spec, towers_here, capture, train, exchange), mesh=mesh,
       in_specs=(towers, towers, batch, exchange.spec(sharding.DATA, sharding.MODEL)),
       out_specs=(batch, acts_spec, towers))
   return forward(params, batch_stats, images, keep_masks)
