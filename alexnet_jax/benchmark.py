@@ -79,8 +79,7 @@ def time_host_pipeline(splits, config, workers: int, batches: int) -> float:
   for _ in range(batches):
     next(iterator)
   elapsed = time.perf_counter() - start
-  if hasattr(iterator, "close"):
-    iterator.close()
+  input_pipeline.close(iterator)
   return batches * config.batch_size / elapsed
 
 
@@ -213,8 +212,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
 
       run_real(2)
       end_to_end = _median_rate(run_real, n, steps, repeats)
-      if hasattr(iterator, "close"):
-        iterator.close()
+      input_pipeline.close(iterator)
 
   device = jax.devices()[0]
   peak = peak_flops(device, spec.dtype)

@@ -314,6 +314,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     for step in range(start_step + 1, exp.num_steps + 1):
       batch = sharding.global_batch(exp.mesh, next(train_iter), config.batch_size)
       exp.state, step_metrics = train_step(exp.state, batch, dropout_key, exp.consts)
+      del batch  # no host batch outlives its step (input_pipeline.close frees the last ones)
       pending.append(step_metrics)
       progress.update(1)
 
@@ -352,8 +353,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     preemption.restore()
     ckpt.close()
     writer.close()
-    if hasattr(train_iter, "close"):
-      train_iter.close()
+    input_pipeline.close(train_iter)
   return {**last_eval, "finished": finished}
 
 

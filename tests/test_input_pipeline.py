@@ -1,5 +1,5 @@
 """The grain pipeline: exact resume with and without worker processes; folder datasets with bad files;
-read-ahead bounded while the consumer pauses."""
+read-ahead bounded while the consumer pauses; worker batches' shared memory freed on close."""
 
 import os
 import time
@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from alexnet_jax import input_pipeline, metrics, sources
+from alexnet_jax import input_pipeline, metrics, sharding, sources
 from conftest import load_config, run_cli, tiny_flags
 
 
@@ -35,6 +35,30 @@ def test_resumed_iterator_continues_with_exactly_the_next_batch(workers):
   for it in (uninterrupted, first, resumed):
     if hasattr(it, "close"):
       it.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs POSIX shared memory in /dev/shm")
+def test_closing_frees_the_shared_memory_of_batches_made_into_device_arrays():
+  # Worker processes hand batches over in shared memory; jax arrays made from them on the CPU alias it
+  # and are freed only by the cycle collector. Left to the interpreter's exit, Python warns of leaked
+  # shared_memory objects and removes them itself.
+  flags.FLAGS.mark_as_parsed()
+  config = load_config("demo")
+  config.batch_size, config.data.num_workers = 8, 1
+  iterator = input_pipeline.train_iterator(sources.digits(64), config)
+  mesh = sharding.make_mesh(1, 1)
+  names = []
+  for _ in range(3):
+    host = next(iterator)
+    names += [os.path.join("/dev/shm", array.shm.name.lstrip("/")) for array in host.values()]
+    assert all(map(os.path.exists, names[-len(host):]))
+    device = sharding.global_batch(mesh, host, config.batch_size)
+    del host, device
+  input_pipeline.close(iterator)
+  deadline = time.monotonic() + 10  # grain unlinks on a background thread
+  while any(map(os.path.exists, names)) and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert not [name for name in names if os.path.exists(name)]
 
 
 def write_folder(root):
