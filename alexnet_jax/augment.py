@@ -41,9 +41,10 @@ def view_offsets(stored: int, size: int, views: int) -> np.ndarray:
 
 
 def eval_views(element: dict, size: int, views: int) -> dict:
-  """Evaluation: the centre crop (views=1) or the paper's 10 crops, stacked as [views, size, size, 3]
-  (the last five are the first five again, flagged to be mirrored on the device)."""
+  """Evaluation: the centre crop (views=1) or the paper's 10 crops. ``offset`` [views, 3] lists every view;
+  ``image`` holds each window once, [windows, size, size, 3] in the order of the unmirrored views: the
+  device mirrors them for the other five (``preprocess.views_input``), so the host cuts and sends half."""
   image = element["image"]
   offsets = view_offsets(image.shape[0], size, views)
-  crops = np.stack([_crop(image, t, l, size) for t, l, _ in offsets])
+  crops = np.stack([_crop(image, t, l, size) for t, l, flipped in offsets if not flipped])
   return {"image": crops, "offset": offsets, "label": element["label"], "valid": element.get("valid", True)}

@@ -132,8 +132,8 @@ def eval_batches(splits: Splits, image_size: int, global_batch: int, views: int 
   # Threads decode up to two batches' images ahead (decoding releases the GIL); order is kept.
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * local))
   batches = iter(ds.batch(local, drop_remainder=False))
-  empty = {"image": np.zeros((0, views, image_size, image_size, 3), np.uint8),
-           "offset": np.zeros((0, views, 3), np.int32), "label": np.zeros((0,), np.int32),
-           "valid": np.zeros((0,), bool)}
+  blank = augment.eval_views({"image": np.zeros((splits.stored_size,) * 2 + (3,), np.uint8),
+                              "label": np.int32(0), "valid": True}, image_size, views)
+  empty = {k: np.zeros((0, *np.shape(v)), np.asarray(v).dtype) for k, v in blank.items()}
   for _ in range(num_batches):
     yield pad_batch(next(batches, empty), local)

@@ -50,3 +50,12 @@ def network_input(images: jax.Array, offsets: jax.Array, consts: dict, pixel_sca
   if "channel_scale" in consts:
     x = x * consts["channel_scale"]
   return x * pixel_scale if pixel_scale != 1.0 else x
+
+
+def views_input(images: jax.Array, offsets: jax.Array, consts: dict, pixel_scale: float) -> jax.Array:
+  """Evaluation: images uint8 [B, windows, s, s, 3], each window once; offsets int32 [B, views, 3], the
+  windows then (for 10 views) the same windows mirrored (``augment.eval_views``) -> [B * views, s, s, 3]."""
+  batch, views = offsets.shape[:2]
+  images = jnp.tile(images, (1, views // images.shape[1], 1, 1, 1))
+  flat = lambda x: x.reshape(batch * views, *x.shape[2:])
+  return network_input(flat(images), flat(offsets), consts, pixel_scale)

@@ -79,9 +79,8 @@ def make_eval_step(spec: AlexNetSpec, mesh, pixel_scale: float) -> Callable:
   """
 
   def eval_step(params, batch: dict, consts: dict, batch_stats: dict | None = None):
-    batch_size, views = batch["image"].shape[:2]
-    flat = lambda x: x.reshape(batch_size * views, *x.shape[2:])
-    images = preprocess.network_input(flat(batch["image"]), flat(batch["offset"]), consts, pixel_scale)
+    batch_size, views = batch["offset"].shape[:2]
+    images = preprocess.views_input(batch["image"], batch["offset"], consts, pixel_scale)
     logits = model_lib.apply(spec, mesh, params, images, batch_stats=batch_stats)
     # log of the views' mean softmax, computed stably; for one view it is just log_softmax(logits).
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch_size, views, -1)

@@ -48,12 +48,11 @@ def test_crop_positions_and_flips_are_uniform():
 def test_ten_crops_are_the_corners_the_centre_and_their_mirrors():
   image = coordinate_image(10)
   out = augment.eval_views({"image": image, "label": 0}, 6, 10)
-  assert out["image"].shape == (10, 6, 6, 3)
-  # Top-left pixel of each unmirrored view, by hand for a 10x10 image and 6x6 crops (centre at 2).
+  assert out["image"].shape == (5, 6, 6, 3)  # each window once: the device mirrors them for the other five
+  # Top-left pixel of each window, by hand for a 10x10 image and 6x6 crops (centre at 2).
   corners = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]
-  assert [tuple(v[0, 0, :2]) for v in out["image"][:5]] == corners
+  assert [tuple(v[0, 0, :2]) for v in out["image"]] == corners
   assert [tuple(o) for o in out["offset"]] == [(t, l, f) for f in (0, 1) for t, l in corners]
-  np.testing.assert_array_equal(out["image"][5:], out["image"][:5])  # the same windows, mirrored on the device
   # Together the five windows cover every pixel of the image.
   covered = np.zeros((10, 10), bool)
   for top, left in corners:
@@ -68,13 +67,16 @@ def test_device_side_mean_subtraction_uses_the_same_window_and_mirroring():
   stored = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)
   mean = rng.normal(100, 20, (10, 10, 3)).astype(np.float32)
   stats = stats_lib.DatasetStats(mean, np.ones(3, np.float32), np.eye(3, dtype=np.float32), 1)
-  out = augment.eval_views({"image": stored, "label": 0}, 6, 10)
-  got = np.asarray(preprocess.network_input(jnp.asarray(out["image"]), jnp.asarray(out["offset"]),
-                                            preprocess.constants(stats), 1.0))
   centred = stored.astype(np.float32) - mean  # the paper: subtract the mean image, then crop
-  for view, (top, left, flipped) in zip(got, out["offset"]):
-    window = centred[top:top + 6, left:left + 6]
-    np.testing.assert_allclose(view, window[:, ::-1] if flipped else window, atol=1e-4)
+  for views in (1, 10):
+    out = augment.eval_views({"image": stored, "label": 0}, 6, views)
+    got = np.asarray(preprocess.views_input(jnp.asarray(out["image"][None]), jnp.asarray(out["offset"][None]),
+                                            preprocess.constants(stats), 1.0))
+    assert got.shape == (views, 6, 6, 3)
+    for view, (top, left, flipped) in zip(got, out["offset"]):
+      window = centred[top:top + 6, left:left + 6]
+      np.testing.assert_allclose(view, window[:, ::-1] if flipped else window, atol=1e-4)
+    assert sum(out["offset"][:, 2]) == (5 if views == 10 else 0)
 
 
 def test_pca_lighting_noise_has_the_covariance_the_paper_implies():

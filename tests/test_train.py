@@ -72,8 +72,7 @@ def test_evaluation_counts_errors_like_numpy(tiny_demo_config, views):
   probabilities, labels = [], []
   for batch in exp.eval_batches():
     b = len(batch["label"])
-    images = preprocess.network_input(batch["image"].reshape(b * views, 64, 64, 3), batch["offset"].reshape(-1, 3),
-                                      exp.consts, tiny_demo_config.data.pixel_scale)
+    images = preprocess.views_input(batch["image"], batch["offset"], exp.consts, tiny_demo_config.data.pixel_scale)
     logits = np.asarray(model_lib.apply(exp.spec, exp.mesh, exp.state["params"], images), np.float64)
     softmax = np.exp(logits - logits.max(1, keepdims=True))
     softmax /= softmax.sum(1, keepdims=True)
