@@ -1,9 +1,9 @@
 """``python -m alexnet_jax.benchmark --config=... [--steps N] [--input_only] [--synthetic N]``
 
-Without ``--input_only``: compiles the jitted train and eval steps once (compile time reported apart),
-then times them on device-resident synthetic batches (uint8 crops, so the device-side preprocessing is
-included), as the median over ``--repeats`` runs of ``--steps`` steps each; with ``--synthetic=N`` also end
-to end through the real grain pipeline. Model FLOP utilisation is reported where the peak is known.
+Without ``--input_only``: compiles the jitted train step once (its compile time reported apart), then
+times it and the eval step on device-resident synthetic batches (uint8 crops, so the device-side
+preprocessing is included), as the median over ``--repeats`` runs of ``--steps`` steps each; with
+``--synthetic=N`` also end to end through the real grain pipeline. Model FLOP utilisation is reported where the peak is known.
 
 ``--input_only``: images/s of the input pipeline. Measures the host pipeline (decode, crop, flip and
 lighting draws) with 0 worker processes (in-process), 1 worker (the per-worker rate) and ``--workers``
@@ -154,7 +154,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
   spec = AlexNetSpec.from_config(config.model)
   n, size = config.batch_size, spec.image_size
-  stored = sources.stored_size_for(size)
+  stored = sources.stored_size_for(size, config.data.stored_size)
   stats = stats_lib.DatasetStats(np.full((stored, stored, 3), 120, np.float32), np.array([0.2, 0.02, 0.005], np.float32),
                                  np.eye(3, dtype=np.float32), 1)
   consts = preprocess.constants(stats, mesh)

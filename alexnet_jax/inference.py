@@ -85,7 +85,7 @@ def load(config, path: str, mesh=None) -> Predictor:
   params, batch_stats, source = pretrained.read_weights(path)
   spec = _network_of(params, config)
   imported = source in pretrained.CONFIG_OF_SOURCE
-  stored = IMPORTED_STORED_SIZE if imported else sources.stored_size_for(spec.image_size)
+  stored = IMPORTED_STORED_SIZE if imported else sources.stored_size_for(spec.image_size, config.data.stored_size)
   splits = lambda: sources.load(config.data, spec.image_size)
   statistics = _statistics(config, None if imported else path, stored, splits)
   model = AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh)

@@ -105,7 +105,7 @@ class AlexNetSpec:
   dropout_rate: float = 0.5
   init: str = "paper"  # "paper": N(0, init_std) and the paper's biases; "he": N(0, 2/fan_in), zero biases
   init_std: float = 0.01
-  dtype: str = "float32"
+  dtype: str = "float32"  # compute dtype; "auto" in a config: bfloat16 on GPUs and TPUs, float32 on CPUs
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "AlexNetSpec":
@@ -117,6 +117,8 @@ class AlexNetSpec:
     for key in ("conv_features", "fc_features", "conv1_padding"):
       if key in values:
         values[key] = tuple(int(v) for v in values[key])
+    if values.get("dtype") == "auto":  # bfloat16 where the hardware has bfloat16 matrix units
+      values["dtype"] = "float32" if jax.default_backend() == "cpu" else "bfloat16"
     spec = cls(**values)
     spec.validate()
     return spec

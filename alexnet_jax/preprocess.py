@@ -1,7 +1,8 @@
 """The device half of the input pipeline, inside the jitted steps: uint8 crops -> network input.
 
-``x = (mirror?(crop - mean_image[same window]) + lighting) * pixel_scale``: the paper's mean image
-subtraction (§2), horizontal reflection and PCA lighting (§4.1, ``stats.rgb_shift``) as one fused pass.
+``x = (mirror?(crop - mean_image[same window]) + lighting) / std_rgb * pixel_scale``: the paper's mean
+image subtraction (§2), horizontal reflection and PCA lighting (§4.1, ``stats.rgb_shift``) as one fused pass
+(``std_rgb``, in 0..255 units, only for imported weights that expect it; the paper divides by nothing).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The device mesh ``('data', 'model')`` and where arrays live on it.
 
 The paper's two GPUs become the mesh axis ``model``: split-layer parameters carry a leading tower axis
-sharded over it. The batch is sharded over ``data`` (and across processes on pods). This is the only
-module that knows about device placement; the model asks it for specs.
+sharded over it. The batch is sharded over ``data`` (and across processes on pods). This module makes
+the mesh and places arrays on it; the model's ``Exchange`` states where its activations cross devices.
 """
 
 from __future__ import annotations

@@ -130,9 +130,10 @@ class Splits:
   stats_path: str | None = None  # precomputed training-set statistics, if the data came with them
 
 
-def stored_size_for(image_size: int) -> int:
-  """The paper crops 224 from 256: keep that ratio for other input sizes (64 -> 73)."""
-  return int(round(image_size * 256 / 224))
+def stored_size_for(image_size: int, stored_size: int = 0) -> int:
+  """``stored_size`` where set (``data.stored_size``); else the paper's ratio, 224 crops from 256, kept
+  for other input sizes (64 -> 73)."""
+  return stored_size or int(round(image_size * 256 / 224))
 
 
 def _resize_bilinear(grey: np.ndarray, size: int) -> np.ndarray:
@@ -151,7 +152,7 @@ def _resize_bilinear(grey: np.ndarray, size: int) -> np.ndarray:
   return np.einsum("ih,nhw,jw->nij", rows, grey, cols)
 
 
-def digits(image_size: int, eval_fraction: float = 0.2) -> Splits:
+def digits(image_size: int, eval_fraction: float = 0.2, stored_size: int = 0) -> Splits:
   """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 10 classes): the demo's data.
 
   Upscaled to the stored size and repeated to RGB. The held-out split is fixed (stratified, seed 0),
@@ -161,7 +162,7 @@ def digits(image_size: int, eval_fraction: float = 0.2) -> Splits:
   from sklearn.model_selection import train_test_split
 
   data = load_digits()
-  size = stored_size_for(image_size)
+  size = stored_size_for(image_size, stored_size)
   grey = _resize_bilinear(data.images.astype(np.float64) * (255.0 / 16.0), size)
   rgb = np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
   train_idx, eval_idx = train_test_split(np.arange(len(rgb)), test_size=eval_fraction, random_state=0,
@@ -178,7 +179,8 @@ def prepared_dir(data_dir: str, name: str, size: int) -> str:
   return os.path.join(os.path.expanduser(data_dir), "alexnet_jax", f"{name}-{size}")
 
 
-def folder(directory: str, image_size: int, train_split: str = "train", eval_split: str = "val") -> Splits:
+def folder(directory: str, image_size: int, train_split: str = "train", eval_split: str = "val",
+           stored_size: int = 0) -> Splits:
   directory = os.path.expanduser(directory)
   train_dir = os.path.join(directory, train_split)
   if not os.path.isdir(train_dir):
@@ -191,7 +193,7 @@ def folder(directory: str, image_size: int, train_split: str = "train", eval_spl
   class_names = tuple(sorted(e.name for e in os.scandir(train_dir) if e.is_dir() and not e.name.startswith(".")))
   if not class_names:
     raise ConfigError(f"{train_dir} has no class directories")
-  size = stored_size_for(image_size)
+  size = stored_size_for(image_size, stored_size)
   train, evaluation = FolderSource(train_dir, class_names, size), FolderSource(eval_dir, class_names, size)
   if not len(train):
     raise ConfigError(f"{train_dir} holds no files")
@@ -216,11 +218,12 @@ def prepared(directory: str, image_size: int) -> Splits:
                 stats_path=os.path.join(directory, "stats.npz"))
 
 
-def tfds_splits(name: str, data_dir: str, image_size: int, train_split: str, eval_split: str) -> Splits:
+def tfds_splits(name: str, data_dir: str, image_size: int, train_split: str, eval_split: str,
+                stored_size: int = 0) -> Splits:
   """A TFDS dataset: the prepared SxS copy if there is one, else the TFDS ArrayRecord files as they are."""
   import tensorflow_datasets as tfds
 
-  size = stored_size_for(image_size)
+  size = stored_size_for(image_size, stored_size)
   root = os.path.expanduser(data_dir) if data_dir else os.path.expanduser(tfds.core.constants.DATA_DIR)
   ready = prepared_dir(root, name, size)
   if os.path.exists(os.path.join(ready, "info.json")):
@@ -232,8 +235,10 @@ def tfds_splits(name: str, data_dir: str, image_size: int, train_split: str, eva
     train = tfds.data_source(name, split=train_split, data_dir=root)
     evaluation = tfds.data_source(name, split=eval_split, data_dir=root)
   except (FileNotFoundError, tfds.core.registered.DatasetNotFoundError, AssertionError):
-    hint = PREPARE_HINT.format(data_dir=root) if name == "imagenet2012" else \
-        f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{root}').download_and_prepare()\""
+    if name == "imagenet2012":  # prepare's --size defaults to the paper's 256
+      hint = PREPARE_HINT.format(data_dir=root) + ("" if size == 256 else f" --size={size}")
+    else:
+      hint = f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{root}').download_and_prepare()\""
     raise ConfigError(f"TFDS dataset '{name}' is not prepared in {root} (nor {ready}); prepare it with: {hint}") from None
   class_names = tuple(builder.info.features["label"].names)
   return Splits(TfdsSource(train, size), TfdsSource(evaluation, size), len(class_names), size, class_names)
@@ -241,13 +246,14 @@ def tfds_splits(name: str, data_dir: str, image_size: int, train_split: str, eva
 
 def load(data_config, image_size: int) -> Splits:
   """The train and eval splits named by ``config.data``."""
+  stored = data_config.stored_size
   if data_config.source == "digits":
-    return digits(image_size)
+    return digits(image_size, stored_size=stored)
   if data_config.source == "folder":
     if not data_config.data_dir:
       raise ConfigError("data.source='folder' needs --config.data.data_dir=DIR (DIR/train/CLASS/IMAGE, DIR/val/...)")
-    return folder(data_config.data_dir, image_size, data_config.train_split, data_config.eval_split)
+    return folder(data_config.data_dir, image_size, data_config.train_split, data_config.eval_split, stored)
   if data_config.source == "tfds":
     return tfds_splits(data_config.name, data_config.data_dir, image_size, data_config.train_split,
-                       data_config.eval_split)
+                       data_config.eval_split, stored)
   raise ConfigError(f"data.source must be 'tfds', 'folder' or 'digits', got {data_config.source!r}")

@@ -15,7 +15,7 @@ KNOWN_KEYS = {
     "optimizer": {"learning_rate", "momentum", "weight_decay", "decay_biases", "schedule", "factor", "patience",
                   "max_reductions", "min_improvement", "step_epochs", "freeze_convs"},
     "data": {"source", "name", "data_dir", "train_split", "eval_split", "num_workers", "random_flip",
-             "pca_lighting", "lighting_std", "eval_views", "pixel_scale", "mean_rgb", "std_rgb"},
+             "pca_lighting", "lighting_std", "eval_views", "pixel_scale", "mean_rgb", "std_rgb", "stored_size"},
 }
 
 
@@ -70,6 +70,10 @@ def validate(config, num_devices: int) -> None:
     raise ConfigError(f"data.std_rgb values must be positive, got {tuple(config.data.std_rgb)}")
   if config.init_from and not os.path.exists(config.init_from):
     raise ConfigError(f"init_from: {config.init_from} does not exist")
+  stored = config.data.stored_size
+  if stored < 0 or 0 < stored < config.model.image_size:
+    raise ConfigError(f"data.stored_size={stored} must be 0 (from model.image_size) or at least "
+                      f"model.image_size={config.model.image_size}")
   if config.data.num_workers < 0:
     raise ConfigError(f"data.num_workers={config.data.num_workers} must be >= 0")
   AlexNetSpec.from_config(config.model)

@@ -7,8 +7,9 @@ to 64x64 like the paper's 224 of 256; runs anywhere, a CPU laptop included:
 
 Expected on a 2-core CPU: about 2% held-out top-1 error in 2-3 minutes (README has the measured figure).
 Differences from configs/paper.py, all for the small data and a few minutes of CPU: 64x64 input,
-10 classes, no flips (a mirrored digit is another symbol), no colour lighting (grey digits), a shorter run
-with the rate divided by 10 at fixed epochs, and
+10 classes, batch 64, no flips (a mirrored digit is another symbol), no colour lighting (grey digits),
+centre-crop evaluation, both towers on one device, images read in-process (no worker processes), a
+shorter run with the rate divided by 10 at fixed epochs, and
 He initialisation on pixels scaled to 0..1: with the paper's N(0, 0.01) the net sits at chance for longer
 than the demo runs (the paper trained for days; the README's deviation table).
 """

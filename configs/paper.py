@@ -48,8 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.overlap_pool = True     # §3.4: overlapping pooling, z = 3, s = 2
   config.model.dropout_rate = 0.5      # §4.2: dropout 0.5 in fc6 and fc7
   config.model.init = "paper"          # §5: weights from N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
-  config.model.init_std = 0.01
-  config.model.dtype = "float32"       # compute dtype; parameters are always float32
+  config.model.init_std = 0.01         # §5: "zero-mean Gaussian distribution with standard deviation 0.01"
+  config.model.dtype = "auto"          # compute dtype: bfloat16 on GPUs/TPUs, float32 on CPUs; parameters float32
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 0.01   # §5: "initialized at 0.01"
@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.schedule = "plateau"   # §5: "divide the learning rate by 10 when the validation error
   config.optimizer.factor = 0.1           #      rate stopped improving ... reduced three times"
   config.optimizer.patience = 2           # not in the paper: evals without improvement before a reduction
-  config.optimizer.max_reductions = 3
+  config.optimizer.max_reductions = 3     # §5: "reduced three times prior to termination"
   config.optimizer.min_improvement = 0.0
   config.optimizer.step_epochs = (30, 60, 80)  # only for schedule="step"
   config.optimizer.freeze_convs = False   # fine-tuning: keep conv1-conv5 as loaded, train the FC layers
@@ -75,6 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.pca_lighting = True      # §4.1: add multiples of the RGB principal components ...
   config.data.lighting_std = 0.1       # §4.1: ... alpha ~ N(0, 0.1), once per image per pass
   config.data.eval_views = 10          # §4.1: test on 10 patches (corners, centre, mirrored), average softmax
+  config.data.stored_size = 0          # §2: images stored at 256x256 for 224 crops; 0 keeps that ratio (64 -> 73)
   config.data.pixel_scale = 1.0        # §2: raw pixel values (0..255) minus the mean image
   config.data.mean_rgb = ()            # (): the training set's mean image (§2); (R, G, B): one colour instead
   config.data.std_rgb = ()             # (): no per-channel division (§2); (R, G, B) in 0..255 units to divide by

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import images, input_pipeline, prepare, sources, stats as stats_lib, train
+from alexnet_jax import images, input_pipeline, prepare, sources, stats as stats_lib, train, validation
 from conftest import TINY_MODEL, load_config
 
 SIZE = 73  # stored size for 64x64 crops (the paper's 256 for 224, scaled)
@@ -114,6 +114,21 @@ def test_a_few_training_steps_on_prepared_imagenet(prepared, tmp_path):
   config.data.update(data_dir=str(data_dir), num_workers=0)
   result = train.train_and_evaluate(config, str(tmp_path))
   assert result["eval_images"] == 6 and 0 <= result["eval_top1_error"] <= 1  # 10-crop test over all six
+
+
+def test_data_stored_size_finds_data_stored_at_another_ratio_than_the_papers(prepared):
+  # Caffe's net crops 227 from the same 256x256 images (configs/caffe.py); here 60 from the 73 prepared.
+  data_dir, _ = prepared
+  config = load_config("paper")
+  config.data.data_dir = str(data_dir)
+  with pytest.raises(sources.ConfigError, match=r"--size=69$"):  # round(60 * 256 / 224): the paper's ratio
+    sources.load(config.data, 60)
+  config.data.stored_size = SIZE
+  splits = sources.load(config.data, 60)
+  assert splits.stored_size == SIZE and splits.train[0]["image"].shape == (SIZE, SIZE, 3)
+  config.model.image_size, config.data.stored_size = 64, 60
+  with pytest.raises(sources.ConfigError, match="data.stored_size=60 must be 0"):
+    validation.validate(config, 2)
 
 
 def test_missing_imagenet_gives_one_line_with_the_fix(tmp_path):

@@ -141,6 +141,12 @@ def test_impossible_model_configs_are_refused(change, message):
     AlexNetSpec.from_config({**TINY_MODEL, **change})
 
 
+def test_auto_dtype_computes_in_bfloat16_on_accelerators_and_float32_on_cpus(monkeypatch):
+  for backend, dtype in (("cpu", "float32"), ("gpu", "bfloat16"), ("tpu", "bfloat16")):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    assert AlexNetSpec.from_config({**TINY_MODEL, "dtype": "auto"}).dtype == dtype
+
+
 def test_bfloat16_compute_keeps_float32_parameters_and_logits():
   spec = AlexNetSpec.from_config(TINY_MODEL)
   full = AlexNet(spec, rngs=nnx.Rngs(0))
