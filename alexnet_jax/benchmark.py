@@ -3,7 +3,8 @@
 Without ``--input_only``: compiles the jitted train step once (its compile time reported apart), then
 times it and the eval step on device-resident synthetic batches (uint8 crops, so the device-side
 preprocessing is included), as the median over ``--repeats`` runs of ``--steps`` steps each; with
-``--synthetic=N`` also end to end through the real grain pipeline. Model FLOP utilisation is reported where the peak is known.
+``--synthetic=N`` also end to end through the real grain pipeline. Model FLOP utilisation is reported
+where the peak is known.
 
 ``--input_only``: images/s of the input pipeline. Measures the host pipeline (decode, crop, flip and
 lighting draws) with 0 worker processes (in-process), 1 worker (the per-worker rate) and ``--workers``
@@ -29,11 +30,13 @@ from alexnet_jax import cli, host_memory
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.", lock_config=False)
 flags.DEFINE_bool("input_only", False, "Benchmark the input pipeline only.")
-flags.DEFINE_integer("synthetic", 0, "Write this many synthetic 256x256 JPEGs and read those instead of the config's data.")
-flags.DEFINE_integer("batches", 20, "Batches timed per setting (after the batches the pipeline reads ahead).")
-flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes for the 'total' row.")
-flags.DEFINE_integer("steps", 10, "Steps per timed run (train-step benchmark).")
-flags.DEFINE_integer("repeats", 5, "Timed runs; the median is reported.")
+flags.DEFINE_integer("synthetic", 0, "Write this many synthetic 256x256 JPEGs and read those instead of the config's data.",
+                     lower_bound=0)
+flags.DEFINE_integer("batches", 20, "Batches timed per setting (after the batches the pipeline reads ahead).",
+                     lower_bound=1)
+flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes for the 'total' row.", lower_bound=0)
+flags.DEFINE_integer("steps", 10, "Steps per timed run (train-step benchmark).", lower_bound=1)
+flags.DEFINE_integer("repeats", 5, "Timed runs; the median is reported.", lower_bound=1)
 
 # Dense bf16 peak FLOP/s by device kind, for model FLOP utilisation (MFU).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5p": 459e12,

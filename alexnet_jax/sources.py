@@ -186,18 +186,27 @@ def folder(directory: str, image_size: int, train_split: str = "train", eval_spl
   if not os.path.isdir(train_dir):
     raise ConfigError(f"no training images: {train_dir} is not a directory (expected {directory}/"
                       f"{train_split}/CLASS/IMAGE; set --config.data.data_dir)")
-  eval_dir = next((os.path.join(directory, d) for d in (eval_split, "validation", "val")
-                   if os.path.isdir(os.path.join(directory, d))), None)
+  eval_names = tuple(dict.fromkeys((eval_split, "validation", "val")))
+  eval_dir = next((os.path.join(directory, d) for d in eval_names if os.path.isdir(os.path.join(directory, d))), None)
   if eval_dir is None:
-    raise ConfigError(f"no evaluation images: {directory} has no '{eval_split}' directory")
-  class_names = tuple(sorted(e.name for e in os.scandir(train_dir) if e.is_dir() and not e.name.startswith(".")))
+    raise ConfigError(f"no evaluation images: {directory} has no directory named {' or '.join(map(repr, eval_names))}")
+  class_names = _class_directories(train_dir)
   if not class_names:
     raise ConfigError(f"{train_dir} has no class directories")
+  unknown = sorted(set(_class_directories(eval_dir)) - set(class_names))
+  if unknown:  # their images would have no label the network knows
+    raise ConfigError(f"{eval_dir} has class directories that {train_dir} lacks: {', '.join(unknown[:5])}"
+                      f"{', ...' if len(unknown) > 5 else ''}")
   size = stored_size_for(image_size, stored_size)
   train, evaluation = FolderSource(train_dir, class_names, size), FolderSource(eval_dir, class_names, size)
-  if not len(train):
-    raise ConfigError(f"{train_dir} holds no files")
+  for split_dir, split in ((train_dir, train), (eval_dir, evaluation)):
+    if not len(split):
+      raise ConfigError(f"{split_dir} holds no files")
   return Splits(train, evaluation, len(class_names), size, class_names)
+
+
+def _class_directories(split_dir: str) -> tuple[str, ...]:
+  return tuple(sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith(".")))
 
 
 def prepared(directory: str, image_size: int) -> Splits:

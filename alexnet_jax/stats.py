@@ -89,6 +89,9 @@ def compute(source, progress: bool = False) -> DatasetStats:
     record = source[i]
     if record.get("valid", True):
       accumulator.add(record["image"])
+  if not accumulator.count:
+    from alexnet_jax.errors import TrainingError
+    raise TrainingError(f"none of the {len(source):,} training images could be read (see the warnings above)")
   return accumulator.result()
 
 

@@ -52,8 +52,12 @@ def validate(config, num_devices: int) -> None:
   if config.model.towers % model:
     raise ConfigError(f"model.towers={config.model.towers} cannot be split over mesh.model={model} devices "
                       f"(each device on the model axis must hold whole towers)")
-  if config.batch_size < 1 or config.batch_size % data:
+  if config.batch_size < 1:
+    raise ConfigError(f"batch_size={config.batch_size} must be positive")
+  if config.batch_size % data:
     raise ConfigError(f"batch_size={config.batch_size} is not divisible by the data axis (mesh.data={data})")
+  if config.checkpoints_to_keep < 1:  # orbax would keep none: every save deleted at once
+    raise ConfigError(f"checkpoints_to_keep={config.checkpoints_to_keep} must be at least 1")
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
   for key in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
@@ -61,6 +65,9 @@ def validate(config, num_devices: int) -> None:
       raise ConfigError(f"{key}={config[key]} must be positive, or -1 for once per epoch")
   if config.optimizer.learning_rate <= 0:
     raise ConfigError(f"optimizer.learning_rate={config.optimizer.learning_rate} must be positive")
+  for key in ("momentum", "weight_decay"):
+    if config.optimizer[key] < 0:
+      raise ConfigError(f"optimizer.{key}={config.optimizer[key]} must not be negative")
   if config.data.eval_views not in (1, 10):
     raise ConfigError(f"data.eval_views must be 1 (centre crop) or 10 (the paper's 10 crops), got {config.data.eval_views}")
   for key in ("mean_rgb", "std_rgb"):

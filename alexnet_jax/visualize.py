@@ -11,6 +11,8 @@ Queries are the given image files, or ``--queries`` images of the eval split.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
@@ -122,6 +124,7 @@ def main(argv):
       figure, _ = neighbours_figure(predictor, FLAGS.config, argv[2:], FLAGS.k, FLAGS.queries, FLAGS.max_train)
   except UserError as error:
     raise SystemExit(f"alexnet_jax: {error}") from None
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   figure.save(FLAGS.out)
   print(f"wrote {FLAGS.out} ({figure.width}x{figure.height})")
 
@@ -132,9 +135,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("checkpoint", None, "A work directory (or its checkpoints/) of this project.")
   flags.DEFINE_string("weights", None, "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.")
   flags.DEFINE_string("out", None, "PNG file to write.")
-  flags.DEFINE_integer("k", 6, "neighbours: training images shown per query.")
-  flags.DEFINE_integer("queries", 5, "neighbours: eval images to use as queries when no IMAGE is given.")
+  flags.DEFINE_integer("k", 6, "neighbours: training images shown per query.", lower_bound=1)
+  flags.DEFINE_integer("queries", 5, "neighbours: eval images to use as queries when no IMAGE is given.", lower_bound=1)
   flags.DEFINE_integer("max_train", 2000, "neighbours: training images searched (the first N; -1: all).")
-  flags.DEFINE_integer("scale", 4, "filters: pixels per kernel pixel.")
+  flags.DEFINE_integer("scale", 4, "filters: pixels per kernel pixel.", lower_bound=1)
   flags.mark_flags_as_required(["config", "out"])
   cli.run(main)

@@ -77,18 +77,18 @@ def run_variant(config, workdir: str) -> dict:
   from alexnet_jax import train
 
   result_path = os.path.join(workdir, "result.json")
-  if os.path.exists(result_path):
-    with open(result_path) as f:
-      return json.load(f)
   os.makedirs(workdir, exist_ok=True)
   config_path = os.path.join(workdir, "config.json")
-  if os.path.exists(config_path):
+  if os.path.exists(config_path):  # checked for finished variants too: their results would be reused
     with open(config_path) as f:
       if json.load(f) != json.loads(config.to_json_best_effort()):
         raise SystemExit(f"ablations: {workdir} holds a run of a different config; use another --workdir")
   else:
     with open(config_path, "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+  if os.path.exists(result_path):
+    with open(result_path) as f:
+      return json.load(f)
 
   start = time.perf_counter()
   try:

@@ -95,5 +95,8 @@ def test_a_variant_of_another_config_is_refused(tiny_demo_config, tmp_path):
   (tmp_path / "paper" / "config.json").write_text(json.dumps({"seed": 123}))
   with pytest.raises(SystemExit, match="different config"):
     ablations.sweep(tiny_demo_config, str(tmp_path), only=["paper"])
+  (tmp_path / "paper" / "result.json").write_text(json.dumps({"top1_centre": 0.5}))  # finished, another config
+  with pytest.raises(SystemExit, match="different config"):
+    ablations.sweep(tiny_demo_config, str(tmp_path), only=["paper"])
   with pytest.raises(SystemExit, match="unknown variant"):
     ablations.sweep(tiny_demo_config, str(tmp_path), only=["lrn_off"])

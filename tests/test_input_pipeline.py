@@ -9,7 +9,8 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from alexnet_jax import input_pipeline, metrics, sharding, sources
+from alexnet_jax import input_pipeline, metrics, sharding, sources, stats as stats_lib
+from alexnet_jax.errors import TrainingError
 from conftest import load_config, run_cli, tiny_flags
 
 
@@ -92,6 +93,30 @@ def test_folder_dataset_skips_and_reports_bad_files(tmp_path):
   assert skipped in (3, 4)
   final = [m for m in lines if "eval_loss" in m][-1]
   assert (final["eval_images"], final["eval_skipped_images"]) == (6, 1)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: [os.remove(f) for f in (data / "val").glob("*/*")], "val holds no files"),
+    (lambda data: os.rename(data / "val" / "dog", data / "val" / "wolf"), "val has class directories that"),
+], ids=["empty_val", "class_not_in_train"])
+def test_unusable_evaluation_folders_are_refused_before_training(tmp_path, damage, message):
+  data = tmp_path / "data"
+  write_folder(data)
+  damage(data)
+  with pytest.raises(sources.ConfigError, match=message):
+    sources.folder(str(data), 64)
+
+
+def test_no_readable_training_image_stops_with_one_line():
+  class Unreadable:
+    def __len__(self):
+      return 3
+
+    def __getitem__(self, index):
+      return {"image": np.zeros((0, 0, 3), np.uint8), "label": np.int32(0), "valid": False}
+
+  with pytest.raises(TrainingError, match="none of the 3 training images could be read"):
+    stats_lib.compute(Unreadable())
 
 
 def test_missing_data_directory_stops_before_compiling_with_one_line(tmp_path):
