@@ -30,7 +30,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import images, sources, stats as stats_lib
+from alexnet_jax import cli, images, sources, stats as stats_lib
+from alexnet_jax.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("tars", None, "Directory holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.")
@@ -84,6 +85,17 @@ def _tar_members(tar: tarfile.TarFile):
   return sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
 
 
+def _tar_file_names(path: str) -> list[str]:
+  """The sorted names of the files in the tar at ``path``; one line naming it if it is no readable tar."""
+  try:
+    if not tarfile.is_tarfile(path):  # tarfile.open's own error lists every compression it tried
+      raise UserError(f"{path} is not a tar archive")
+    with tarfile.open(path) as tar:
+      return [m.name for m in _tar_members(tar)]
+  except (tarfile.TarError, EOFError, OSError) as error:
+    raise UserError(f"{path} is not a readable tar archive ({error})") from None
+
+
 def _train_task(task, tars: str, out: str, size: int, quality: int, synset_ids: dict) -> tuple[int, int]:
   """One synset's inner tar -> one ArrayRecord file."""
   index, count, member_name = task
@@ -92,7 +104,10 @@ def _train_task(task, tars: str, out: str, size: int, quality: int, synset_ids: 
     return 0, 0
   synset = os.path.basename(member_name).split(".")[0]
   with tarfile.open(os.path.join(tars, TRAIN_TAR)) as outer:
-    with tarfile.open(fileobj=outer.extractfile(member_name)) as inner:
+    member = outer.extractfile(member_name)
+    if not tarfile.is_tarfile(member):
+      raise UserError(f"{os.path.join(tars, TRAIN_TAR)}: {member_name} is not a tar archive")
+    with tarfile.open(fileobj=member) as inner:
       records = ((synset_ids[synset], inner.extractfile(m).read(), f"{member_name}/{m.name}")
                  for m in _tar_members(inner))
       return _write_shard(path, records, size, quality)
@@ -167,24 +182,23 @@ def _count_records(out: str, split: str) -> int:
 def prepare_from_tars(tars: str, data_dir: str, size: int = 256, quality: int = 90, workers: int = 0) -> str:
   for name in (TRAIN_TAR, VAL_TAR):
     if not os.path.exists(os.path.join(tars, name)):
-      raise SystemExit(f"alexnet_jax: {os.path.join(tars, name)} not found (download the ILSVRC2012 tars from "
-                       f"image-net.org into {tars})")
-  out = sources.prepared_dir(data_dir, "imagenet2012", size)
-  os.makedirs(out, exist_ok=True)
+      raise UserError(f"{os.path.join(tars, name)} not found (download the ILSVRC2012 tars from "
+                      f"image-net.org into {tars})")
   synsets, val_labels = imagenet_label_files()
   synset_ids = {s: i for i, s in enumerate(synsets)}
   started = time.time()
+  # Both tars listed before anything is written: a bad one ends the run at once, not after the other.
+  members = _tar_file_names(os.path.join(tars, TRAIN_TAR))
+  names = _tar_file_names(os.path.join(tars, VAL_TAR))
+  if len(names) > len(val_labels):
+    raise UserError(f"{VAL_TAR} holds {len(names)} images, TFDS knows labels for {len(val_labels)}")
+  out = sources.prepared_dir(data_dir, "imagenet2012", size)
+  os.makedirs(out, exist_ok=True)
 
-  with tarfile.open(os.path.join(tars, TRAIN_TAR)) as outer:
-    members = [m.name for m in _tar_members(outer)]
   train_tasks = [(i, len(members), m) for i, m in enumerate(members)]
   fn = functools.partial(_train_task, tars=tars, out=out, size=size, quality=quality, synset_ids=synset_ids)
   train_counts = _run(train_tasks, fn, workers, "train")
 
-  with tarfile.open(os.path.join(tars, VAL_TAR)) as tar:
-    names = [m.name for m in _tar_members(tar)]
-  if len(names) > len(val_labels):
-    raise SystemExit(f"alexnet_jax: {VAL_TAR} holds {len(names)} images, TFDS knows labels for {len(val_labels)}")
   labelled = [(n, synset_ids[val_labels[i]]) for i, n in enumerate(names)]  # by position in sorted order
   chunks = [labelled[i:i + VAL_SHARD] for i in range(0, len(labelled), VAL_SHARD)]
   fn = functools.partial(_val_task, tars=tars, out=out, size=size, quality=quality)
@@ -238,8 +252,6 @@ def main(argv):
   del argv
   if bool(FLAGS.tars) == bool(FLAGS.from_tfds):
     raise app.UsageError("give exactly one of --tars=DIR and --from_tfds=NAME")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   if FLAGS.tars:
     prepare_from_tars(os.path.expanduser(FLAGS.tars), os.path.expanduser(FLAGS.data_dir), FLAGS.size, FLAGS.quality,
                       FLAGS.num_workers)
@@ -248,4 +260,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from alexnet_jax import images, input_pipeline, prepare, sources, stats as stats_lib, train, validation
+from alexnet_jax.errors import UserError
 from conftest import TINY_MODEL, load_config
 
 SIZE = 73  # stored size for 64x64 crops (the paper's 256 for 224, scaled)
@@ -151,3 +152,27 @@ def test_tfds_mock_data_feeds_the_pipeline(tmp_path):
     config.data.num_workers = 0
     batch = next(input_pipeline.train_iterator(splits, config))
     assert batch["image"].shape == (4, 64, 64, 3) and batch["alpha"].shape == (4, 3)
+
+
+# ----------------------------------------------------------------------------- bad input, in one line
+
+def _write_tar(path, members: dict) -> None:
+  with tarfile.open(path, "w") as tar:
+    for name, data in members.items():
+      add(tar, name, data)
+
+
+def test_a_file_that_is_not_a_tar_is_named_before_anything_is_written(tmp_path):
+  _write_tar(tmp_path / prepare.TRAIN_TAR, {})
+  (tmp_path / prepare.VAL_TAR).write_text("not a tar\n")
+  with pytest.raises(UserError, match=f"^{tmp_path / prepare.VAL_TAR} is not a tar archive$"):
+    prepare.prepare_from_tars(str(tmp_path), str(tmp_path / "data"), size=SIZE)
+  assert not (tmp_path / "data").exists()
+
+
+def test_a_synset_file_that_is_not_a_tar_is_named(tmp_path):
+  _write_tar(tmp_path / prepare.TRAIN_TAR, {"n01440764.tar": b"not a tar" * 100})
+  _write_tar(tmp_path / prepare.VAL_TAR, {})
+  with pytest.raises(UserError, match=r"ILSVRC2012_img_train.tar: n01440764.tar is not a tar archive$"):
+    prepare.prepare_from_tars(str(tmp_path), str(tmp_path / "data"), size=SIZE)
+
