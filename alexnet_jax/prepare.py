@@ -44,6 +44,8 @@ flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Worker processes (0: a
 TRAIN_TAR, VAL_TAR = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
 VAL_SHARD = 1000  # validation images per file
 TFDS_SHARD = 5000
+# What the [imagenet] extra of setup.cfg installs: TFDS imports them only to build or read some datasets.
+IMAGENET_EXTRA_MODULES = ("tensorflow", "importlib_resources")
 
 
 def imagenet_label_files() -> tuple[list[str], list[str]]:
@@ -129,7 +131,7 @@ def _tfds_task(task, name: str, data_dir: str | None, out: str, size: int, quali
   if os.path.exists(path):
     return 0, 0
   import tensorflow_datasets as tfds
-  data = tfds.data_source(name, split=split, data_dir=data_dir)
+  data = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   records = ((int(data[i]["label"]), _rgb(np.asarray(data[i]["image"])), f"{split}[{i}]") for i in range(start, stop))
   return _write_shard(path, records, size, quality)
 
@@ -208,17 +210,50 @@ def prepare_from_tars(tars: str, data_dir: str, size: int = 256, quality: int = 
   return out
 
 
-def prepare_from_tfds(name: str, data_dir: str, size: int = 256, quality: int = 90, workers: int = 0,
-                      splits: tuple[str, str] = ("train", "validation")) -> str:
+@contextlib.contextmanager
+def _imagenet_extra_named():
+  """A module of the [imagenet] extra that TFDS misses ends in one line saying how to install it; any
+  other missing module is a bug, left to its traceback."""
+  try:
+    yield
+  except ModuleNotFoundError as error:
+    if (error.name or "").split(".")[0] not in IMAGENET_EXTRA_MODULES:
+      raise
+    raise UserError(f"TFDS needs the module {error.name} for this: pip install -e \".[imagenet]\"") from None
+
+
+def _built_tfds_builder(name: str, data_dir: str):
+  """TFDS's builder of ``name``, which must be built in ``data_dir`` already: nothing downloads unasked."""
   import tensorflow_datasets as tfds
 
-  data_dir = os.path.expanduser(data_dir)
-  builder = tfds.builder(name, data_dir=data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f"TFDS has no dataset '{name}' (tfds.list_builders() lists them)") from None
+  if not builder.is_prepared():
+    how = (f"--tars=DIR_WITH_THE_TWO_ILSVRC2012_TARS instead (no TensorFlow needed), or tfds build {name} "
+           f"--data_dir={data_dir} after pip install -e \".[imagenet]\"" if name == "imagenet2012" else
+           f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{data_dir}')"
+           f".download_and_prepare()\"")
+    raise UserError(f"TFDS dataset '{name}' is not built in {data_dir}; build it first with: {how}")
+  return builder
+
+
+def prepare_from_tfds(name: str, data_dir: str, size: int = 256, quality: int = 90, workers: int = 0,
+                      splits: tuple[str, str] = ("train", "validation")) -> str:
+  with _imagenet_extra_named():
+    return _prepare_from_tfds(name, os.path.expanduser(data_dir), size, quality, workers, splits)
+
+
+def _prepare_from_tfds(name, data_dir, size, quality, workers, splits) -> str:
+  import tensorflow_datasets as tfds
+
+  builder = _built_tfds_builder(name, data_dir)
   out = sources.prepared_dir(data_dir, name, size)
   os.makedirs(out, exist_ok=True)
   started, tasks = time.time(), []
   for split, written_as in zip(splits, ("train", "validation")):
-    total = len(tfds.data_source(name, split=split, data_dir=data_dir))
+    total = len(tfds.data_source(name, split=split, data_dir=data_dir, download=False))
     count = max(1, -(-total // TFDS_SHARD))
     tasks += [(split, i, count, i * TFDS_SHARD, min(total, (i + 1) * TFDS_SHARD)) for i in range(count)]
   fn = functools.partial(_tfds_task, name=name, data_dir=data_dir, out=out, size=size, quality=quality)

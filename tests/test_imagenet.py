@@ -176,3 +176,40 @@ def test_a_synset_file_that_is_not_a_tar_is_named(tmp_path):
   with pytest.raises(UserError, match=r"ILSVRC2012_img_train.tar: n01440764.tar is not a tar archive$"):
     prepare.prepare_from_tars(str(tmp_path), str(tmp_path / "data"), size=SIZE)
 
+
+def test_a_tfds_dataset_that_is_not_built_is_neither_downloaded_nor_given_a_folder(tmp_path):
+  import tensorflow_datasets as tfds
+
+  with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", side_effect=AssertionError("downloads")):
+    with pytest.raises(UserError, match=r"'mnist' is not built in .*download_and_prepare\(\)"):
+      prepare.prepare_from_tfds("mnist", str(tmp_path))
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_built_tfds_dataset_is_converted(tmp_path):
+  import tensorflow_datasets as tfds
+
+  with tfds.testing.mock_data(num_examples=5), \
+      mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True):
+    out = prepare.prepare_from_tfds("mnist", str(tmp_path), size=32)
+  info = json.load(open(os.path.join(out, "info.json")))
+  assert (info["num_train"], info["num_validation"]) == (5, 5)
+  assert sources.prepared(out, 28).train[0]["image"].shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("module", ["importlib_resources", "tensorflow.compat"])
+def test_a_missing_module_of_the_imagenet_extra_names_the_pip_command(tmp_path, module):
+  import tensorflow_datasets as tfds
+
+  missing = ModuleNotFoundError(f"No module named '{module}'", name=module)
+  with mock.patch.object(tfds, "builder", side_effect=missing):
+    with pytest.raises(UserError, match=rf"needs the module {module} .*pip install -e \"\.\[imagenet\]\""):
+      prepare.prepare_from_tfds("imagenet2012", str(tmp_path))
+
+
+def test_another_missing_module_keeps_its_traceback(tmp_path):
+  import tensorflow_datasets as tfds
+
+  with mock.patch.object(tfds, "builder", side_effect=ModuleNotFoundError("No module named 'typo'", name="typo")):
+    with pytest.raises(ModuleNotFoundError, match="typo"):
+      prepare.prepare_from_tfds("imagenet2012", str(tmp_path))
