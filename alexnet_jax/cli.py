@@ -3,6 +3,7 @@
 from absl import app, flags, logging
 
 from alexnet_jax import host_memory
+from alexnet_jax.errors import UserError
 
 
 def parse_flags(argv):
@@ -31,8 +32,9 @@ def _check_config_loaded() -> None:
 
 
 def run(main, huge_pages: bool = False) -> None:
-  """``app.run(main)``. ``huge_pages``: for tools that train or time the network, first restart with
-  glibc's huge-page malloc (``host_memory``), which makes XLA:CPU steps ~15% faster."""
+  """``app.run(main)``, where a ``UserError`` from ``main`` ends in one line. ``huge_pages``: for tools that
+  train or time the network, first restart with glibc's huge-page malloc (``host_memory``), which makes
+  XLA:CPU steps ~15% faster."""
   if huge_pages:
     host_memory.restart_with_huge_page_malloc()
 
@@ -40,5 +42,8 @@ def run(main, huge_pages: bool = False) -> None:
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)  # orbax and grain log every step of their work at INFO
     _check_config_loaded()
-    return main(argv)
+    try:
+      return main(argv)
+    except UserError as error:
+      raise SystemExit(f"alexnet_jax: {error}") from None
   app.run(quiet_main, flags_parser=parse_flags)

@@ -48,16 +48,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax and grain log every save at INFO
-  from alexnet_jax import errors, train  # after flag parsing: imports JAX
+  from alexnet_jax import train  # after flag parsing: imports JAX
 
   initialize_distributed()
-  try:
-    if FLAGS.mode == "eval":
-      train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
-    else:
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except errors.UserError as error:
-    raise SystemExit(f"alexnet_jax: {error}") from None
+  if FLAGS.mode == "eval":
+    train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+  else:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

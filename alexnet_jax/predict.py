@@ -54,13 +54,10 @@ def main(argv):
   from alexnet_jax import inference, pretrained
   from alexnet_jax.errors import UserError
 
-  try:
-    if FLAGS.weights and FLAGS.source and pretrained.source_of(FLAGS.weights) != FLAGS.source:
-      raise UserError(f"{FLAGS.weights} does not look like {FLAGS.source} weights (.pth: torchvision, .npy: caffe)")
-    predictor = inference.load(FLAGS.config, FLAGS.checkpoint or FLAGS.weights)
-    _, failed = predict(predictor, paths, FLAGS.top, FLAGS.batch_size)
-  except UserError as error:
-    raise SystemExit(f"alexnet_jax: {error}") from None
+  if FLAGS.weights and FLAGS.source and pretrained.source_of(FLAGS.weights) != FLAGS.source:
+    raise UserError(f"{FLAGS.weights} does not look like {FLAGS.source} weights (.pth: torchvision, .npy: caffe)")
+  predictor = inference.load(FLAGS.config, FLAGS.checkpoint or FLAGS.weights)
+  _, failed = predict(predictor, paths, FLAGS.top, FLAGS.batch_size)
   if failed:
     raise SystemExit(1)
 

@@ -30,7 +30,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import images, sources, stats as stats_lib
+from alexnet_jax import cli, images, sources, stats as stats_lib
+from alexnet_jax.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("tars", None, "Directory holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.")
@@ -43,6 +44,8 @@ flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Worker processes (0: a
 TRAIN_TAR, VAL_TAR = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
 VAL_SHARD = 1000  # validation images per file
 TFDS_SHARD = 5000
+# What the [imagenet] extra of setup.cfg installs: TFDS imports them only to build or read some datasets.
+IMAGENET_EXTRA_MODULES = ("tensorflow", "importlib_resources")
 
 
 def imagenet_label_files() -> tuple[list[str], list[str]]:
@@ -84,6 +87,17 @@ def _tar_members(tar: tarfile.TarFile):
   return sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
 
 
+def _tar_file_names(path: str) -> list[str]:
+  """The sorted names of the files in the tar at ``path``; one line naming it if it is no readable tar."""
+  try:
+    if not tarfile.is_tarfile(path):  # tarfile.open's own error lists every compression it tried
+      raise UserError(f"{path} is not a tar archive")
+    with tarfile.open(path) as tar:
+      return [m.name for m in _tar_members(tar)]
+  except (tarfile.TarError, EOFError, OSError) as error:
+    raise UserError(f"{path} is not a readable tar archive ({error})") from None
+
+
 def _train_task(task, tars: str, out: str, size: int, quality: int, synset_ids: dict) -> tuple[int, int]:
   """One synset's inner tar -> one ArrayRecord file."""
   index, count, member_name = task
@@ -92,7 +106,10 @@ def _train_task(task, tars: str, out: str, size: int, quality: int, synset_ids: 
     return 0, 0
   synset = os.path.basename(member_name).split(".")[0]
   with tarfile.open(os.path.join(tars, TRAIN_TAR)) as outer:
-    with tarfile.open(fileobj=outer.extractfile(member_name)) as inner:
+    member = outer.extractfile(member_name)
+    if not tarfile.is_tarfile(member):
+      raise UserError(f"{os.path.join(tars, TRAIN_TAR)}: {member_name} is not a tar archive")
+    with tarfile.open(fileobj=member) as inner:
       records = ((synset_ids[synset], inner.extractfile(m).read(), f"{member_name}/{m.name}")
                  for m in _tar_members(inner))
       return _write_shard(path, records, size, quality)
@@ -114,7 +131,7 @@ def _tfds_task(task, name: str, data_dir: str | None, out: str, size: int, quali
   if os.path.exists(path):
     return 0, 0
   import tensorflow_datasets as tfds
-  data = tfds.data_source(name, split=split, data_dir=data_dir)
+  data = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   records = ((int(data[i]["label"]), _rgb(np.asarray(data[i]["image"])), f"{split}[{i}]") for i in range(start, stop))
   return _write_shard(path, records, size, quality)
 
@@ -167,24 +184,23 @@ def _count_records(out: str, split: str) -> int:
 def prepare_from_tars(tars: str, data_dir: str, size: int = 256, quality: int = 90, workers: int = 0) -> str:
   for name in (TRAIN_TAR, VAL_TAR):
     if not os.path.exists(os.path.join(tars, name)):
-      raise SystemExit(f"alexnet_jax: {os.path.join(tars, name)} not found (download the ILSVRC2012 tars from "
-                       f"image-net.org into {tars})")
-  out = sources.prepared_dir(data_dir, "imagenet2012", size)
-  os.makedirs(out, exist_ok=True)
+      raise UserError(f"{os.path.join(tars, name)} not found (download the ILSVRC2012 tars from "
+                      f"image-net.org into {tars})")
   synsets, val_labels = imagenet_label_files()
   synset_ids = {s: i for i, s in enumerate(synsets)}
   started = time.time()
+  # Both tars listed before anything is written: a bad one ends the run at once, not after the other.
+  members = _tar_file_names(os.path.join(tars, TRAIN_TAR))
+  names = _tar_file_names(os.path.join(tars, VAL_TAR))
+  if len(names) > len(val_labels):
+    raise UserError(f"{VAL_TAR} holds {len(names)} images, TFDS knows labels for {len(val_labels)}")
+  out = sources.prepared_dir(data_dir, "imagenet2012", size)
+  os.makedirs(out, exist_ok=True)
 
-  with tarfile.open(os.path.join(tars, TRAIN_TAR)) as outer:
-    members = [m.name for m in _tar_members(outer)]
   train_tasks = [(i, len(members), m) for i, m in enumerate(members)]
   fn = functools.partial(_train_task, tars=tars, out=out, size=size, quality=quality, synset_ids=synset_ids)
   train_counts = _run(train_tasks, fn, workers, "train")
 
-  with tarfile.open(os.path.join(tars, VAL_TAR)) as tar:
-    names = [m.name for m in _tar_members(tar)]
-  if len(names) > len(val_labels):
-    raise SystemExit(f"alexnet_jax: {VAL_TAR} holds {len(names)} images, TFDS knows labels for {len(val_labels)}")
   labelled = [(n, synset_ids[val_labels[i]]) for i, n in enumerate(names)]  # by position in sorted order
   chunks = [labelled[i:i + VAL_SHARD] for i in range(0, len(labelled), VAL_SHARD)]
   fn = functools.partial(_val_task, tars=tars, out=out, size=size, quality=quality)
@@ -194,17 +210,50 @@ def prepare_from_tars(tars: str, data_dir: str, size: int = 256, quality: int = 
   return out
 
 
-def prepare_from_tfds(name: str, data_dir: str, size: int = 256, quality: int = 90, workers: int = 0,
-                      splits: tuple[str, str] = ("train", "validation")) -> str:
+@contextlib.contextmanager
+def _imagenet_extra_named():
+  """A module of the [imagenet] extra that TFDS misses ends in one line saying how to install it; any
+  other missing module is a bug, left to its traceback."""
+  try:
+    yield
+  except ModuleNotFoundError as error:
+    if (error.name or "").split(".")[0] not in IMAGENET_EXTRA_MODULES:
+      raise
+    raise UserError(f"TFDS needs the module {error.name} for this: pip install -e \".[imagenet]\"") from None
+
+
+def _built_tfds_builder(name: str, data_dir: str):
+  """TFDS's builder of ``name``, which must be built in ``data_dir`` already: nothing downloads unasked."""
   import tensorflow_datasets as tfds
 
-  data_dir = os.path.expanduser(data_dir)
-  builder = tfds.builder(name, data_dir=data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f"TFDS has no dataset '{name}' (tfds.list_builders() lists them)") from None
+  if not builder.is_prepared():
+    how = (f"--tars=DIR_WITH_THE_TWO_ILSVRC2012_TARS instead (no TensorFlow needed), or tfds build {name} "
+           f"--data_dir={data_dir} after pip install -e \".[imagenet]\"" if name == "imagenet2012" else
+           f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{data_dir}')"
+           f".download_and_prepare()\"")
+    raise UserError(f"TFDS dataset '{name}' is not built in {data_dir}; build it first with: {how}")
+  return builder
+
+
+def prepare_from_tfds(name: str, data_dir: str, size: int = 256, quality: int = 90, workers: int = 0,
+                      splits: tuple[str, str] = ("train", "validation")) -> str:
+  with _imagenet_extra_named():
+    return _prepare_from_tfds(name, os.path.expanduser(data_dir), size, quality, workers, splits)
+
+
+def _prepare_from_tfds(name, data_dir, size, quality, workers, splits) -> str:
+  import tensorflow_datasets as tfds
+
+  builder = _built_tfds_builder(name, data_dir)
   out = sources.prepared_dir(data_dir, name, size)
   os.makedirs(out, exist_ok=True)
   started, tasks = time.time(), []
   for split, written_as in zip(splits, ("train", "validation")):
-    total = len(tfds.data_source(name, split=split, data_dir=data_dir))
+    total = len(tfds.data_source(name, split=split, data_dir=data_dir, download=False))
     count = max(1, -(-total // TFDS_SHARD))
     tasks += [(split, i, count, i * TFDS_SHARD, min(total, (i + 1) * TFDS_SHARD)) for i in range(count)]
   fn = functools.partial(_tfds_task, name=name, data_dir=data_dir, out=out, size=size, quality=quality)
@@ -238,8 +287,6 @@ def main(argv):
   del argv
   if bool(FLAGS.tars) == bool(FLAGS.from_tfds):
     raise app.UsageError("give exactly one of --tars=DIR and --from_tfds=NAME")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   if FLAGS.tars:
     prepare_from_tars(os.path.expanduser(FLAGS.tars), os.path.expanduser(FLAGS.data_dir), FLAGS.size, FLAGS.quality,
                       FLAGS.num_workers)
@@ -248,4 +295,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

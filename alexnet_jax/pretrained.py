@@ -93,11 +93,7 @@ def save_imported(weights: str, workdir: str) -> str:
 
 def main(argv):
   del argv
-  from alexnet_jax import errors
-  try:
-    name = save_imported(FLAGS.weights, FLAGS.workdir)
-  except errors.UserError as error:
-    raise SystemExit(f"alexnet_jax: {error}") from None
+  name = save_imported(FLAGS.weights, FLAGS.workdir)
   print(f"wrote {os.path.join(FLAGS.workdir, 'checkpoints', '0')}; evaluate it with\n"
         f"  python -m alexnet_jax.main --config=configs/{name}.py --workdir={FLAGS.workdir} --mode=eval")
 

@@ -113,17 +113,14 @@ def main(argv):
   from alexnet_jax import inference
   from alexnet_jax.errors import UserError
 
-  try:
-    predictor = inference.load(FLAGS.config, FLAGS.checkpoint or FLAGS.weights)
-    if argv[1] == "filters":
-      if len(argv) > 2:
-        raise UserError(f"filters takes no image files, got {argv[2:]}")
-      kernel = np.asarray(predictor.model.params()["conv1"]["kernel"])
-      figure = filter_grid(kernel, scale=FLAGS.scale)
-    else:
-      figure, _ = neighbours_figure(predictor, FLAGS.config, argv[2:], FLAGS.k, FLAGS.queries, FLAGS.max_train)
-  except UserError as error:
-    raise SystemExit(f"alexnet_jax: {error}") from None
+  predictor = inference.load(FLAGS.config, FLAGS.checkpoint or FLAGS.weights)
+  if argv[1] == "filters":
+    if len(argv) > 2:
+      raise UserError(f"filters takes no image files, got {argv[2:]}")
+    kernel = np.asarray(predictor.model.params()["conv1"]["kernel"])
+    figure = filter_grid(kernel, scale=FLAGS.scale)
+  else:
+    figure, _ = neighbours_figure(predictor, FLAGS.config, argv[2:], FLAGS.k, FLAGS.queries, FLAGS.max_train)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   figure.save(FLAGS.out)
   print(f"wrote {FLAGS.out} ({figure.width}x{figure.height})")

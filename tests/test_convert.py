@@ -124,6 +124,45 @@ def test_wrong_files_are_refused(tmp_path):
     convert.from_caffe_npy(str(tmp_path / "nothing.npy"))
 
 
+def _text_file(path):
+  path.write_text("not weights\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("bad.npy", r"bad.npy is not a Caffe bvlc_alexnet .npy weights file \(UnpicklingError"),
+    ("bad.pth", r"bad.pth is not a torchvision AlexNet .pth weights file \("),
+])
+def test_a_damaged_weights_file_is_refused_in_one_line_naming_it(tmp_path, name, expected):
+  from alexnet_jax import pretrained
+
+  if name.endswith(".pth"):
+    pytest.importorskip("torch")
+  with pytest.raises(ConfigError, match=expected) as refused:
+    pretrained.read_weights(_text_file(tmp_path / name))  # what init_from, predict and pretrained read with
+  assert "\n" not in str(refused.value)
+
+
+def test_weights_of_the_wrong_rank_are_refused_naming_the_layer(tmp_path):
+  path = tmp_path / "flat.npy"
+  np.save(path, {"conv1": [np.zeros((3, 4)), np.zeros(4)]}, allow_pickle=True)
+  with pytest.raises(ConfigError, match=r"flat.npy: conv1 weights have shape \(3, 4\), expected 4-D"):
+    convert.caffe_params(str(path))
+  torch_layout = {f"{key}.{part}": np.zeros(3) for key in convert.TORCHVISION_KEYS.values() for part in ("weight", "bias")}
+  with pytest.raises(ConfigError, match=r"conv1 weights have shape \(3,\), expected 4-D"):
+    convert.torchvision_params(torch_layout)
+
+
+def test_pretrained_cli_reports_a_damaged_file_in_one_line(tmp_path):
+  from conftest import run_cli
+
+  bad = _text_file(tmp_path / "bad.npy")
+  done = run_cli("alexnet_jax.pretrained", f"--weights={bad}", f"--workdir={tmp_path / 'run'}")
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines() == [f"alexnet_jax: {bad} is not a Caffe bvlc_alexnet .npy weights file "
+                                              f"(UnpicklingError: Failed to interpret file {bad!r} as a pickle)"]
+
+
 # ----------------------------------------------------------------------------- imported weights in use
 
 CAFFE_MEAN_RGB = np.array([122.68, 116.67, 104.01])  # configs/caffe.py

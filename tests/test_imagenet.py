@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from alexnet_jax import images, input_pipeline, prepare, sources, stats as stats_lib, train, validation
+from alexnet_jax.errors import UserError
 from conftest import TINY_MODEL, load_config
 
 SIZE = 73  # stored size for 64x64 crops (the paper's 256 for 224, scaled)
@@ -151,3 +152,64 @@ def test_tfds_mock_data_feeds_the_pipeline(tmp_path):
     config.data.num_workers = 0
     batch = next(input_pipeline.train_iterator(splits, config))
     assert batch["image"].shape == (4, 64, 64, 3) and batch["alpha"].shape == (4, 3)
+
+
+# ----------------------------------------------------------------------------- bad input, in one line
+
+def _write_tar(path, members: dict) -> None:
+  with tarfile.open(path, "w") as tar:
+    for name, data in members.items():
+      add(tar, name, data)
+
+
+def test_a_file_that_is_not_a_tar_is_named_before_anything_is_written(tmp_path):
+  _write_tar(tmp_path / prepare.TRAIN_TAR, {})
+  (tmp_path / prepare.VAL_TAR).write_text("not a tar\n")
+  with pytest.raises(UserError, match=f"^{tmp_path / prepare.VAL_TAR} is not a tar archive$"):
+    prepare.prepare_from_tars(str(tmp_path), str(tmp_path / "data"), size=SIZE)
+  assert not (tmp_path / "data").exists()
+
+
+def test_a_synset_file_that_is_not_a_tar_is_named(tmp_path):
+  _write_tar(tmp_path / prepare.TRAIN_TAR, {"n01440764.tar": b"not a tar" * 100})
+  _write_tar(tmp_path / prepare.VAL_TAR, {})
+  with pytest.raises(UserError, match=r"ILSVRC2012_img_train.tar: n01440764.tar is not a tar archive$"):
+    prepare.prepare_from_tars(str(tmp_path), str(tmp_path / "data"), size=SIZE)
+
+
+def test_a_tfds_dataset_that_is_not_built_is_neither_downloaded_nor_given_a_folder(tmp_path):
+  import tensorflow_datasets as tfds
+
+  with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", side_effect=AssertionError("downloads")):
+    with pytest.raises(UserError, match=r"'mnist' is not built in .*download_and_prepare\(\)"):
+      prepare.prepare_from_tfds("mnist", str(tmp_path))
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_built_tfds_dataset_is_converted(tmp_path):
+  import tensorflow_datasets as tfds
+
+  with tfds.testing.mock_data(num_examples=5), \
+      mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True):
+    out = prepare.prepare_from_tfds("mnist", str(tmp_path), size=32)
+  info = json.load(open(os.path.join(out, "info.json")))
+  assert (info["num_train"], info["num_validation"]) == (5, 5)
+  assert sources.prepared(out, 28).train[0]["image"].shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("module", ["importlib_resources", "tensorflow.compat"])
+def test_a_missing_module_of_the_imagenet_extra_names_the_pip_command(tmp_path, module):
+  import tensorflow_datasets as tfds
+
+  missing = ModuleNotFoundError(f"No module named '{module}'", name=module)
+  with mock.patch.object(tfds, "builder", side_effect=missing):
+    with pytest.raises(UserError, match=rf"needs the module {module} .*pip install -e \"\.\[imagenet\]\""):
+      prepare.prepare_from_tfds("imagenet2012", str(tmp_path))
+
+
+def test_another_missing_module_keeps_its_traceback(tmp_path):
+  import tensorflow_datasets as tfds
+
+  with mock.patch.object(tfds, "builder", side_effect=ModuleNotFoundError("No module named 'typo'", name="typo")):
+    with pytest.raises(ModuleNotFoundError, match="typo"):
+      prepare.prepare_from_tfds("imagenet2012", str(tmp_path))

@@ -104,6 +104,12 @@ def test_summary_prints_the_paper_total():
   assert "55x55x96" in done.stdout and "6x6x256" in done.stdout
 
 
+def test_summary_reports_an_impossible_config_in_one_line():
+  done = run_cli("alexnet_jax.summary", "--config=configs/demo.py", "--config.model.towers=3")
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines() == ["alexnet_jax: conv2 has 256 kernels, not divisible into model.towers=3"]
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   import signal
   import time
