@@ -205,14 +205,47 @@ def initial_state(model: AlexNet, tx: optax.GradientTransformation) -> State:
 
 
 def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter=None) -> int:
-  """Loads the latest checkpoint into ``exp`` (and moves ``train_iter``, if given); returns its step or 0."""
-  step = ckpt.latest_step()
-  if step is None:
-    return 0
-  exp.state, meta = ckpt.restore(step, checkpointing.abstract_like(exp.state), train_iter)
-  if exp.plateau is not None and meta.get("plateau"):
-    exp.plateau.load_state_dict(meta["plateau"])
-  return step
+  """Loads the newest readable checkpoint into ``exp`` (and moves ``train_iter``, if given); returns its step or 0.
+
+  One that cannot be read (files lost) is renamed ``<step>.unreadable``, with a warning, once an older one
+  restores.
+  """
+  unreadable = []  # (step, reason), newest first
+  for step in reversed(ckpt.steps()):
+    try:
+      ckpt.stored_shapes(step)
+    except Exception as error:  # damage fails in orbax, tensorstore or grain, each its own way
+      unreadable.append(_unreadable(ckpt, step, error))
+      continue
+    try:
+      state, meta = ckpt.restore(step, checkpointing.abstract_like(exp.state), train_iter)
+    except Exception as error:
+      unreadable.append(_unreadable(ckpt, step, error))
+      continue
+    for bad_step, reason in unreadable:
+      moved = ckpt.move_aside(bad_step)
+      print(f"alexnet_jax: warning: checkpoint {ckpt.path(bad_step)} cannot be read ({reason}); moved it to "
+            f"{moved}, resuming from step {step}", file=sys.stderr, flush=True)
+    exp.state = state
+    if exp.plateau is not None and meta.get("plateau"):
+      exp.plateau.load_state_dict(meta["plateau"])
+    return step
+  if unreadable:
+    # Not a fresh start: that would rewrite metrics.jsonl from step 0, and when every checkpoint fails the
+    # cause is more likely the storage or the orbax version than damage to each of them.
+    reasons = "; ".join(f"step {step}: {reason}" for step, reason in unreadable)
+    raise TrainingError(f"no checkpoint in {ckpt.directory} can be read ({reasons}); nothing was moved or deleted. "
+                        f"Fix or move them aside to start afresh")
+  return 0
+
+
+def _unreadable(ckpt: checkpointing.Checkpointer, step: int, error: Exception) -> tuple[int, str]:
+  """``(step, reason)``. Several processes would each rename the same directory: they stop instead."""
+  reason = checkpointing.first_line(error)
+  if jax.process_count() > 1:
+    raise TrainingError(f"checkpoint {ckpt.path(step)} cannot be read ({reason}); rename it to {step}.unreadable "
+                        f"to resume from the one before")
+  return step, reason
 
 
 # ----------------------------------------------------------------------------- Train loop
