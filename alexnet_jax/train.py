@@ -22,7 +22,7 @@ from flax import nnx
 
 from alexnet_jax import checkpointing, compiler, input_pipeline, metrics, optim, preprocess, sharding, sources, validation
 from alexnet_jax import model as model_lib
-from alexnet_jax.errors import TrainingError
+from alexnet_jax.errors import ConfigError, TrainingError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 
 State = dict  # {'step': int32 scalar, 'params': {...}, 'opt_state': optax state[, 'batch_stats': {...}]}
@@ -207,16 +207,17 @@ def initial_state(model: AlexNet, tx: optax.GradientTransformation) -> State:
 def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter=None) -> int:
   """Loads the newest readable checkpoint into ``exp`` (and moves ``train_iter``, if given); returns its step or 0.
 
-  One that cannot be read (files lost) is renamed ``<step>.unreadable``, with a warning, once an older one
-  restores.
+  One saved from another network stops the run: a changed config, not damage. One that
+  cannot be read (files lost) is renamed ``<step>.unreadable``, with a warning, once an older one restores.
   """
   unreadable = []  # (step, reason), newest first
   for step in reversed(ckpt.steps()):
     try:
-      ckpt.stored_shapes(step)
+      stored = ckpt.stored_shapes(step)
     except Exception as error:  # damage fails in orbax, tensorstore or grain, each its own way
       unreadable.append(_unreadable(ckpt, step, error))
       continue
+    _check_same_state(exp, stored, ckpt.path(step))  # before restoring: orbax's shape error is a long traceback
     try:
       state, meta = ckpt.restore(step, checkpointing.abstract_like(exp.state), train_iter)
     except Exception as error:
@@ -246,6 +247,21 @@ def _unreadable(ckpt: checkpointing.Checkpointer, step: int, error: Exception) -
     raise TrainingError(f"checkpoint {ckpt.path(step)} cannot be read ({reason}); rename it to {step}.unreadable "
                         f"to resume from the one before")
   return step, reason
+
+
+def _check_same_state(exp: Experiment, stored: dict, path: str) -> None:
+  """Stops in one line when the checkpoint at ``path`` holds arrays of other shapes than this config's state."""
+  wanted = checkpointing.tree_shapes(exp.state)
+  differ = [p for p in sorted(set(wanted) | set(stored)) if wanted.get(p) != stored.get(p)]
+  if not differ:
+    return
+  network = [p for p in differ if p[0] == "params"]
+  what, hint = (("another network", "model.towers, num_classes, conv_features, fc_features, image_size") if network
+                else ("another optimizer or batch-norm state", "optimizer.schedule, model.batch_norm"))
+  details = ", ".join(f"{'/'.join(p)} {stored.get(p, 'absent')} there, {wanted.get(p, 'absent')} here"
+                      for p in (network or differ)[:2])
+  raise ConfigError(f"checkpoint {path} holds {what} than this config's ({details}): check {hint}, "
+                    f"or use another --workdir")
 
 
 # ----------------------------------------------------------------------------- Train loop

@@ -1,6 +1,6 @@
 """Preemption and failures: SIGKILL and SIGTERM followed by a restart continue bit for bit; a diverging
 run stops without touching its last good checkpoint; a damaged checkpoint is moved aside, never deleted;
-impossible configs stop with one line."""
+impossible configs, and a resume with another network, stop with one line."""
 
 import os
 import shutil
@@ -148,6 +148,19 @@ def test_when_no_checkpoint_can_be_read_training_stops_and_moves_nothing(checkpo
   assert line.startswith("alexnet_jax: no checkpoint in") and "nothing was moved or deleted" in line, line
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]
   assert max(train_losses(workdir)) == 6  # the metrics of the run so far are kept too
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.model.towers=1"], "holds another network than this config's (params/conv1/bias (2, 4) there, "
+                                  "(1, 8) here"),
+    (["--config.optimizer.schedule=plateau"], "holds another optimizer or batch-norm state"),
+], ids=["towers", "schedule"])
+def test_resuming_with_another_network_stops_with_one_line(checkpointed, tmp_path, flags, message):
+  workdir = copy_of(checkpointed, tmp_path)
+  line = last_line(run_cli("alexnet_jax.main", *SHORT, "--config.num_train_steps=8", *flags, f"--workdir={workdir}",
+                           env=ONE_DEVICE))
+  assert line.startswith(f"alexnet_jax: checkpoint {workdir / 'checkpoints' / '6'} ") and message in line, line
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]  # a changed config is not damage
 
 
 @pytest.mark.parametrize("flags, message", [
