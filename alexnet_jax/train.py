@@ -207,7 +207,7 @@ def initial_state(model: AlexNet, tx: optax.GradientTransformation) -> State:
 def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter=None) -> int:
   """Loads the newest readable checkpoint into ``exp`` (and moves ``train_iter``, if given); returns its step or 0.
 
-  One saved from another network stops the run: a changed config, not damage. One that
+  One saved from another network or batch size stops the run: a changed config, not damage. One that
   cannot be read (files lost) is renamed ``<step>.unreadable``, with a warning, once an older one restores.
   """
   unreadable = []  # (step, reason), newest first
@@ -223,6 +223,11 @@ def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter
     except Exception as error:
       unreadable.append(_unreadable(ckpt, step, error))
       continue
+    saved_batch = meta.get("batch_size")  # absent from older checkpoints and imported weights: accepted
+    if saved_batch is not None and saved_batch != exp.config.batch_size:
+      raise ConfigError(f"checkpoint {ckpt.path(step)} was trained with batch_size={saved_batch}, this config has "
+                        f"batch_size={exp.config.batch_size}: resuming would move the data position and the "
+                        f"schedule; use --config.batch_size={saved_batch} or another --workdir")
     for bad_step, reason in unreadable:
       moved = ckpt.move_aside(bad_step)
       print(f"alexnet_jax: warning: checkpoint {ckpt.path(bad_step)} cannot be read ({reason}); moved it to "
@@ -355,7 +360,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   def save(step: int) -> None:
     checked_health(step, jax.device_get(pending))
-    meta = {"plateau": exp.plateau.state_dict() if exp.plateau else None, "step": step}
+    meta = {"plateau": exp.plateau.state_dict() if exp.plateau else None, "step": step,
+            "batch_size": config.batch_size}  # a resumed run with another one refuses it (restore_latest)
     ckpt.save(step, exp.state, train_iter, meta)
 
   try:

@@ -1,6 +1,6 @@
 """Preemption and failures: SIGKILL and SIGTERM followed by a restart continue bit for bit; a diverging
 run stops without touching its last good checkpoint; a damaged checkpoint is moved aside, never deleted;
-impossible configs, and a resume with another network, stop with one line."""
+impossible configs, and a resume with another network or batch size, stop with one line."""
 
 import os
 import shutil
@@ -154,8 +154,9 @@ def test_when_no_checkpoint_can_be_read_training_stops_and_moves_nothing(checkpo
     (["--config.model.towers=1"], "holds another network than this config's (params/conv1/bias (2, 4) there, "
                                   "(1, 8) here"),
     (["--config.optimizer.schedule=plateau"], "holds another optimizer or batch-norm state"),
-], ids=["towers", "schedule"])
-def test_resuming_with_another_network_stops_with_one_line(checkpointed, tmp_path, flags, message):
+    (["--config.batch_size=8"], "was trained with batch_size=16, this config has batch_size=8"),
+], ids=["towers", "schedule", "batch_size"])
+def test_resuming_with_another_network_or_batch_size_stops_with_one_line(checkpointed, tmp_path, flags, message):
   workdir = copy_of(checkpointed, tmp_path)
   line = last_line(run_cli("alexnet_jax.main", *SHORT, "--config.num_train_steps=8", *flags, f"--workdir={workdir}",
                            env=ONE_DEVICE))
