@@ -2,16 +2,18 @@
 
 A checkpoint is complete or absent: orbax writes into a temporary directory and renames it when done,
 so a process killed mid-save leaves a ``*.orbax-checkpoint-tmp`` directory that is ignored and removed.
+A checkpoint damaged afterwards (a lost file) is renamed ``<step>.unreadable`` by a resuming run, never deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
+import sys
 from typing import Any
 
 import grain
-from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -27,6 +29,29 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def stored_shapes(self, step: int) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """The shape of each array of the train state saved at ``step``, by path, read from its metadata alone."""
+    return tree_shapes(_stored_state_tree(self.path(step)))
+
+  def move_aside(self, step: int) -> str:
+    """Renames checkpoint ``step`` to ``<step>.unreadable`` and returns that path: orbax takes only digits
+    for a step, so it is then neither restored nor removed by ``max_to_keep``, and a new save of ``step``
+    cannot collide with it."""
+    target = self.path(step) + ".unreadable"
+    copies = 1
+    while os.path.exists(target):
+      copies += 1
+      target = f"{self.path(step)}.unreadable-{copies}"
+    os.rename(self.path(step), target)
+    self._manager.reload()  # the manager caches its list of steps
+    return target
 
   def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator | None, meta: dict) -> bool:
     """Saves unless ``step`` is already saved. Arrays are copied off the device before this returns,
@@ -46,6 +71,7 @@ class Checkpointer:
     items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data_iterator is not None and os.path.isdir(os.path.join(self.directory, str(step), "data")):
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    _drop_late_tensorstore_callbacks()
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], dict(restored["meta"])
 
@@ -70,22 +96,64 @@ def read_params(directory: str) -> tuple[dict, dict, dict]:
   steps = [int(name) for name in os.listdir(directory) if name.isdigit()] if os.path.isdir(directory) else []
   if not steps:
     raise UserError(f"no checkpoint in {directory}")
-  path = os.path.join(os.path.abspath(directory), str(max(steps)))
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)  # orbax warns that a sub-item lacks step metadata: it is the item's
+  steps.sort()
+  path = os.path.join(os.path.abspath(directory), str(steps[-1]))
   try:
+    tree = _stored_state_tree(path)
+    wanted = {key: tree[key] for key in ("params", "batch_stats") if key in tree}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
     with ocp.PyTreeCheckpointer() as checkpointer:
-      tree = checkpointer.metadata(os.path.join(path, "state")).item_metadata.tree
-  finally:
-    logging.set_verbosity(verbosity)
-  wanted = {key: tree[key] for key in ("params", "batch_stats") if key in tree}
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    state = checkpointer.restore(os.path.join(path, "state"), args=ocp.args.PyTreeRestore(
-        item=wanted, restore_args=restore_args, partial_restore=True))
-  with open(os.path.join(path, "meta", "metadata")) as f:
-    meta = json.load(f)
+      state = checkpointer.restore(os.path.join(path, "state"), args=ocp.args.PyTreeRestore(
+          item=wanted, restore_args=restore_args, partial_restore=True))
+    with open(os.path.join(path, "meta", "metadata")) as f:
+      meta = json.load(f)
+  except Exception as error:  # a damaged checkpoint fails in orbax, tensorstore or json, each its own way
+    older = (f"older checkpoints there: step {', '.join(map(str, steps[:-1]))} (move {path} aside to use them)"
+             if len(steps) > 1 else "no older checkpoint there")
+    raise UserError(f"checkpoint {path} cannot be read ({first_line(error)}); {older}") from None
   return state["params"], state.get("batch_stats", {}), meta
+
+
+def _stored_state_tree(path: str) -> dict:
+  """The metadata tree (shapes, dtypes) of the train state saved in checkpoint directory ``path``. Asks the
+  handler itself: orbax's Checkpointer.metadata turns a damaged checkpoint's error into None."""
+  _drop_late_tensorstore_callbacks()
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    return handler.metadata(pathlib.Path(path, "state")).tree
+  finally:
+    handler.close()
+
+
+def _drop_late_tensorstore_callbacks() -> None:
+  """After a failed read, tensorstore still completes the read's other futures, and each one's callback
+  finds orbax's event loop closed: Python would print a traceback per array. Only those are dropped (set
+  before reading: some arrive before the read's error does)."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_late_tensorstore_callbacks", False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+  hook.drops_late_tensorstore_callbacks = True
+  sys.unraisablehook = hook
+
+
+def tree_shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """``{path: shape}`` of a tree's arrays, the path as plain names: comparable between a live state (whose
+  optimizer states are named tuples) and orbax's metadata of it (where they became dicts)."""
+  def name(key) -> str:
+    return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+  return {tuple(map(name, path)): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def first_line(error: BaseException) -> str:
+  """Why a read failed, in a few words: the exception's first line, cut before the long spec that
+  tensorstore appends."""
+  lines = str(error).strip().splitlines()
+  line = lines[0].split(" [tensorstore_spec")[0] if lines else type(error).__name__
+  return line if len(line) <= 300 else line[:297] + "..."
 
 
 def abstract_like(tree: Any) -> Any:

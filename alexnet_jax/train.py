@@ -22,7 +22,7 @@ from flax import nnx
 
 from alexnet_jax import checkpointing, compiler, input_pipeline, metrics, optim, preprocess, sharding, sources, validation
 from alexnet_jax import model as model_lib
-from alexnet_jax.errors import TrainingError
+from alexnet_jax.errors import ConfigError, TrainingError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 
 State = dict  # {'step': int32 scalar, 'params': {...}, 'opt_state': optax state[, 'batch_stats': {...}]}
@@ -205,14 +205,68 @@ def initial_state(model: AlexNet, tx: optax.GradientTransformation) -> State:
 
 
 def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter=None) -> int:
-  """Loads the latest checkpoint into ``exp`` (and moves ``train_iter``, if given); returns its step or 0."""
-  step = ckpt.latest_step()
-  if step is None:
-    return 0
-  exp.state, meta = ckpt.restore(step, checkpointing.abstract_like(exp.state), train_iter)
-  if exp.plateau is not None and meta.get("plateau"):
-    exp.plateau.load_state_dict(meta["plateau"])
-  return step
+  """Loads the newest readable checkpoint into ``exp`` (and moves ``train_iter``, if given); returns its step or 0.
+
+  One saved from another network or batch size stops the run: a changed config, not damage. One that
+  cannot be read (files lost) is renamed ``<step>.unreadable``, with a warning, once an older one restores.
+  """
+  unreadable = []  # (step, reason), newest first
+  for step in reversed(ckpt.steps()):
+    try:
+      stored = ckpt.stored_shapes(step)
+    except Exception as error:  # damage fails in orbax, tensorstore or grain, each its own way
+      unreadable.append(_unreadable(ckpt, step, error))
+      continue
+    _check_same_state(exp, stored, ckpt.path(step))  # before restoring: orbax's shape error is a long traceback
+    try:
+      state, meta = ckpt.restore(step, checkpointing.abstract_like(exp.state), train_iter)
+    except Exception as error:
+      unreadable.append(_unreadable(ckpt, step, error))
+      continue
+    saved_batch = meta.get("batch_size")  # absent from older checkpoints and imported weights: accepted
+    if saved_batch is not None and saved_batch != exp.config.batch_size:
+      raise ConfigError(f"checkpoint {ckpt.path(step)} was trained with batch_size={saved_batch}, this config has "
+                        f"batch_size={exp.config.batch_size}: resuming would move the data position and the "
+                        f"schedule; use --config.batch_size={saved_batch} or another --workdir")
+    for bad_step, reason in unreadable:
+      moved = ckpt.move_aside(bad_step)
+      print(f"alexnet_jax: warning: checkpoint {ckpt.path(bad_step)} cannot be read ({reason}); moved it to "
+            f"{moved}, resuming from step {step}", file=sys.stderr, flush=True)
+    exp.state = state
+    if exp.plateau is not None and meta.get("plateau"):
+      exp.plateau.load_state_dict(meta["plateau"])
+    return step
+  if unreadable:
+    # Not a fresh start: that would rewrite metrics.jsonl from step 0, and when every checkpoint fails the
+    # cause is more likely the storage or the orbax version than damage to each of them.
+    reasons = "; ".join(f"step {step}: {reason}" for step, reason in unreadable)
+    raise TrainingError(f"no checkpoint in {ckpt.directory} can be read ({reasons}); nothing was moved or deleted. "
+                        f"Fix or move them aside to start afresh")
+  return 0
+
+
+def _unreadable(ckpt: checkpointing.Checkpointer, step: int, error: Exception) -> tuple[int, str]:
+  """``(step, reason)``. Several processes would each rename the same directory: they stop instead."""
+  reason = checkpointing.first_line(error)
+  if jax.process_count() > 1:
+    raise TrainingError(f"checkpoint {ckpt.path(step)} cannot be read ({reason}); rename it to {step}.unreadable "
+                        f"to resume from the one before")
+  return step, reason
+
+
+def _check_same_state(exp: Experiment, stored: dict, path: str) -> None:
+  """Stops in one line when the checkpoint at ``path`` holds arrays of other shapes than this config's state."""
+  wanted = checkpointing.tree_shapes(exp.state)
+  differ = [p for p in sorted(set(wanted) | set(stored)) if wanted.get(p) != stored.get(p)]
+  if not differ:
+    return
+  network = [p for p in differ if p[0] == "params"]
+  what, hint = (("another network", "model.towers, num_classes, conv_features, fc_features, image_size") if network
+                else ("another optimizer or batch-norm state", "optimizer.schedule, model.batch_norm"))
+  details = ", ".join(f"{'/'.join(p)} {stored.get(p, 'absent')} there, {wanted.get(p, 'absent')} here"
+                      for p in (network or differ)[:2])
+  raise ConfigError(f"checkpoint {path} holds {what} than this config's ({details}): check {hint}, "
+                    f"or use another --workdir")
 
 
 # ----------------------------------------------------------------------------- Train loop
@@ -306,7 +360,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   def save(step: int) -> None:
     checked_health(step, jax.device_get(pending))
-    meta = {"plateau": exp.plateau.state_dict() if exp.plateau else None, "step": step}
+    meta = {"plateau": exp.plateau.state_dict() if exp.plateau else None, "step": step,
+            "batch_size": config.batch_size}  # a resumed run with another one refuses it (restore_latest)
     ckpt.save(step, exp.state, train_iter, meta)
 
   try:

@@ -1,7 +1,9 @@
 """Preemption and failures: SIGKILL and SIGTERM followed by a restart continue bit for bit; a diverging
-run stops without touching its last good checkpoint; impossible configs stop with one line."""
+run stops without touching its last good checkpoint; a damaged checkpoint is moved aside, never deleted;
+impossible configs, and a resume with another network or batch size, stop with one line."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,6 +85,83 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
       saved[-1], args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(restored["state"]["params"])]
   assert all(np.all(np.isfinite(x)) for x in leaves)
+
+
+SHORT = [*tiny_flags(), "--config.checkpoint_every_steps=2", "--config.eval_every_steps=100"]
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory):
+  """A work directory with checkpoints 2, 4 and 6; each test damages or resumes its own copy."""
+  workdir = tmp_path_factory.mktemp("checkpointed")
+  done = run_cli("alexnet_jax.main", *SHORT, "--config.num_train_steps=6", f"--workdir={workdir}", env=ONE_DEVICE)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert complete_checkpoints(workdir) == [2, 4, 6]
+  return workdir
+
+
+def copy_of(checkpointed, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(checkpointed, workdir)
+  return workdir
+
+
+def last_line(done):
+  assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  return done.stderr.strip().splitlines()[-1]
+
+
+# Lost files: the arrays' metadata, the arrays themselves, the input position.
+@pytest.mark.parametrize("lost", ["state/manifest.ocdbt", "state/d", "data/process_0-of-1.json"])
+def test_an_unreadable_checkpoint_is_moved_aside_and_training_resumes_before_it(checkpointed, tmp_path, lost):
+  workdir = copy_of(checkpointed, tmp_path)
+  damaged = workdir / "checkpoints" / "6" / lost
+  if damaged.is_dir():
+    shutil.rmtree(damaged)
+  else:
+    damaged.unlink()
+  done = run_cli("alexnet_jax.main", *SHORT, "--config.num_train_steps=8", f"--workdir={workdir}", env=ONE_DEVICE)
+  assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  warning = [line for line in done.stderr.splitlines() if "warning" in line]
+  assert len(warning) == 1 and f"{os.path.join('checkpoints', '6')} cannot be read" in warning[0], done.stderr
+  assert "6.unreadable" in warning[0] and "resuming from step 4" in warning[0]
+  assert "resuming at step 4" in done.stdout
+  assert (workdir / "checkpoints" / "6.unreadable" / "state").is_dir()  # kept, for a person to look at
+  assert complete_checkpoints(workdir)[-2:] == [6, 8]  # step 6 trained again and saved beside it
+
+
+def test_eval_names_an_unreadable_checkpoint_and_the_older_ones_and_moves_nothing(checkpointed, tmp_path):
+  workdir = copy_of(checkpointed, tmp_path)
+  os.remove(workdir / "checkpoints" / "6" / "state" / "manifest.ocdbt")
+  line = last_line(run_cli("alexnet_jax.main", *SHORT, f"--workdir={workdir}", "--mode=eval", env=ONE_DEVICE))
+  assert line.startswith(f"alexnet_jax: checkpoint {workdir / 'checkpoints' / '6'} cannot be read"), line
+  assert "older checkpoints there: step 2, 4" in line
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]
+
+
+def test_when_no_checkpoint_can_be_read_training_stops_and_moves_nothing(checkpointed, tmp_path):
+  workdir = copy_of(checkpointed, tmp_path)
+  for step in ("2", "4", "6"):
+    os.remove(workdir / "checkpoints" / step / "state" / "manifest.ocdbt")
+  line = last_line(run_cli("alexnet_jax.main", *SHORT, "--config.num_train_steps=8", f"--workdir={workdir}",
+                           env=ONE_DEVICE))
+  assert line.startswith("alexnet_jax: no checkpoint in") and "nothing was moved or deleted" in line, line
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]
+  assert max(train_losses(workdir)) == 6  # the metrics of the run so far are kept too
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.model.towers=1"], "holds another network than this config's (params/conv1/bias (2, 4) there, "
+                                  "(1, 8) here"),
+    (["--config.optimizer.schedule=plateau"], "holds another optimizer or batch-norm state"),
+    (["--config.batch_size=8"], "was trained with batch_size=16, this config has batch_size=8"),
+], ids=["towers", "schedule", "batch_size"])
+def test_resuming_with_another_network_or_batch_size_stops_with_one_line(checkpointed, tmp_path, flags, message):
+  workdir = copy_of(checkpointed, tmp_path)
+  line = last_line(run_cli("alexnet_jax.main", *SHORT, "--config.num_train_steps=8", *flags, f"--workdir={workdir}",
+                           env=ONE_DEVICE))
+  assert line.startswith(f"alexnet_jax: checkpoint {workdir / 'checkpoints' / '6'} ") and message in line, line
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]  # a changed config is not damage
 
 
 @pytest.mark.parametrize("flags, message", [
