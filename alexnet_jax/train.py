@@ -22,7 +22,7 @@ from flax import nnx
 
 from alexnet_jax import checkpointing, compiler, input_pipeline, metrics, optim, preprocess, sharding, sources, validation
 from alexnet_jax import model as model_lib
-from alexnet_jax.errors import ConfigError, TrainingError
+from alexnet_jax.errors import ConfigError, TrainingError, UserError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 
 State = dict  # {'step': int32 scalar, 'params': {...}, 'opt_state': optax state[, 'batch_stats': {...}]}
@@ -327,6 +327,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   is_main = jax.process_index() == 0
   index, count = exp.data_shard
   train_iter = input_pipeline.train_iterator(exp.splits, config, index, count)
+  try:
+    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+  except OSError as error:  # a file in the way, no permission: before orbax's traceback says it
+    raise UserError(f"cannot write to --workdir={workdir}: {error.strerror or error}") from None
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoints_to_keep)
 
   # Load checkpoint

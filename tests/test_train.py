@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import input_pipeline, metrics, sources, train
+from alexnet_jax.errors import UserError
 from conftest import ROOT, run_cli, tiny_flags
 
 
@@ -129,3 +130,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   saved = [int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit()]
   assert len(saved) == 1 and 0 < saved[0] < 100000
   assert f"SIGTERM: saved a checkpoint at step {saved[0]}" in stdout
+
+
+def test_a_workdir_that_cannot_be_made_stops_with_one_line(tiny_demo_config, tmp_path):
+  (tmp_path / "file").write_text("in the way")
+  with pytest.raises(UserError, match=r"cannot write to --workdir=.*file/run: Not a directory"):
+    train.train_and_evaluate(tiny_demo_config, str(tmp_path / "file" / "run"))
