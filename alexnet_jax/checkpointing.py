@@ -127,14 +127,20 @@ def _stored_state_tree(path: str) -> dict:
 
 def _drop_late_tensorstore_callbacks() -> None:
   """After a failed read, tensorstore still completes the read's other futures, and each one's callback
-  finds orbax's event loop closed: Python would print a traceback per array. Only those are dropped (set
-  before reading: some arrive before the read's error does)."""
+  finds orbax's event loop closed, or orbax's reading coroutines are dropped with the error still in
+  them: Python would print a traceback per array. Only those are dropped (set before reading: some
+  arrive before the read's error does); the read's own error is reported by its caller."""
   previous = sys.unraisablehook
   if getattr(previous, "drops_late_tensorstore_callbacks", False):
     return
 
+  def from_orbax_read(unraisable) -> bool:
+    code = getattr(unraisable.object, "cr_code", None)  # a coroutine's code object
+    return code is not None and "orbax" in code.co_filename and code.co_name.startswith("_read")
+
   def hook(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+    closed_loop = isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+    if not (closed_loop or from_orbax_read(unraisable)):
       previous(unraisable)
   hook.drops_late_tensorstore_callbacks = True
   sys.unraisablehook = hook
@@ -149,10 +155,14 @@ def tree_shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
 
 
 def first_line(error: BaseException) -> str:
-  """Why a read failed, in a few words: the exception's first line, cut before the long spec that
-  tensorstore appends."""
+  """Why a read failed, in a few words: the first line of the innermost cause (orbax wraps tensorstore's
+  error, e.g. a failed decompression, in one that names only the array index), cut before the long spec
+  that tensorstore appends."""
+  while error.__cause__ is not None:
+    error = error.__cause__
   lines = str(error).strip().splitlines()
-  line = lines[0].split(" [tensorstore_spec")[0] if lines else type(error).__name__
+  line = lines[0].split(" [tensorstore_spec")[0].split(" See full TensorStore details")[0] if lines else \
+      type(error).__name__
   return line if len(line) <= 300 else line[:297] + "..."
 
 

@@ -111,12 +111,22 @@ def last_line(done):
   return done.stderr.strip().splitlines()[-1]
 
 
-# Lost files: the arrays' metadata, the arrays themselves, the input position.
-@pytest.mark.parametrize("lost", ["state/manifest.ocdbt", "state/d", "data/process_0-of-1.json"])
+def flip_bytes(path):
+  """Garbles the middle of the file: compressed array data that no longer decompresses."""
+  data = bytearray(path.read_bytes())
+  middle = slice(len(data) // 3, 2 * len(data) // 3)
+  data[middle] = bytes(b ^ 0x5A for b in data[middle])
+  path.write_bytes(bytes(data))
+
+
+# Lost files (the arrays' metadata, the arrays themselves, the input position) and garbled array data.
+@pytest.mark.parametrize("lost", ["state/manifest.ocdbt", "state/d", "data/process_0-of-1.json", "garbled"])
 def test_an_unreadable_checkpoint_is_moved_aside_and_training_resumes_before_it(checkpointed, tmp_path, lost):
   workdir = copy_of(checkpointed, tmp_path)
   damaged = workdir / "checkpoints" / "6" / lost
-  if damaged.is_dir():
+  if lost == "garbled":
+    flip_bytes(max((workdir / "checkpoints" / "6" / "state").rglob("d/*"), key=lambda p: p.stat().st_size))
+  elif damaged.is_dir():
     shutil.rmtree(damaged)
   else:
     damaged.unlink()
