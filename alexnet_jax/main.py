@@ -8,7 +8,7 @@ under SLURM, where JAX finds them itself.
 
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from alexnet_jax import cli
@@ -46,8 +46,6 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax and grain log every save at INFO
   from alexnet_jax import train  # after flag parsing: imports JAX
 
   initialize_distributed()
