@@ -239,8 +239,17 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
 
 def main(argv):
   del argv
+  import jax
   from absl import logging
+
+  from alexnet_jax import validation
+
   logging.set_verbosity(logging.WARNING)
+  # A batch of 0 or a mesh that cannot be ends in one line, not in a ZeroDivisionError after compiling.
+  checked = FLAGS.config.copy_and_resolve_references()
+  if FLAGS.input_only:  # makes no mesh: the config's need not fit this machine's devices
+    checked.mesh.data = checked.mesh.model = 1
+  validation.validate(checked, 1 if FLAGS.input_only else jax.device_count())
   if FLAGS.input_only:
     input_benchmark(FLAGS.config, FLAGS.synthetic, FLAGS.batches, FLAGS.workers)
   else:

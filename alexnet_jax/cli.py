@@ -1,5 +1,9 @@
 """What every command-line tool shares: absl flag parsing that ends a bad flag in one line."""
 
+import os
+import sys
+import traceback
+
 from absl import app, flags, logging
 
 from alexnet_jax import host_memory
@@ -7,16 +11,72 @@ from alexnet_jax.errors import UserError
 
 
 def parse_flags(argv):
-  """absl's parser, but a bad flag or ``--config.KEY`` override ends in one line instead of a traceback."""
+  """absl's parser, but a bad flag or ``--config.KEY`` override, or an error in the config file itself, ends
+  in one line instead of a traceback."""
   try:
     return flags.FLAGS(argv)
-  except flags.Error as error:
-    raise SystemExit(f"alexnet_jax: {error}") from None
-  except SyntaxError as error:  # a config file that does not parse
-    raise SystemExit(f"alexnet_jax: cannot load --config={error.filename}: {error.msg} (line {error.lineno})") from None
-  except (AttributeError, KeyError, TypeError, ValueError) as error:
+  except Exception as error:  # one that is not the user's is raised again as it was
+    message = _parse_error_message(error, argv)
+    if message is None:
+      raise
+    raise SystemExit(f"alexnet_jax: {message}") from None
+
+
+def _parse_error_message(error: Exception, argv) -> str | None:
+  """One line for an error of flag parsing, None for one that is not the user's."""
+  path = _config_path(argv)
+  found = _raised_in_file(error, path) if path else None
+  if found:  # raised by the config file's own code: not an override's fault
+    frame, cause = found
+    return f"error in --config={path} line {frame.lineno} ({frame.name}): {_exception_line(cause)}"
+  if isinstance(error, flags.Error):
+    message = str(error)
+    if path and "Error whilst parsing config file:" in message:  # ml_collections' traceback of its get_config call
+      return f"cannot load --config={path}: {message.strip().splitlines()[-1].strip()}"
+    return message
+  if isinstance(error, SyntaxError):  # a config file that does not parse
+    return f"cannot load --config={error.filename}: {error.msg} (line {error.lineno})"
+  if isinstance(error, (AttributeError, KeyError, TypeError, ValueError)):
     detail = " ".join(str(error).replace("\\n", " ").replace("\\'", "").strip("'\"").split())
-    raise SystemExit(f"alexnet_jax: bad config override: {detail}") from None
+    return f"bad config override: {detail}"
+  return None
+
+
+def _config_path(argv) -> str | None:
+  """The ``--config`` file named in ``argv`` (the last one, as absl takes), less a ``:argument``."""
+  path = None
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith("--config="):
+      path = arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(argv):
+      path = argv[i + 1]
+  return path.split(":", 1)[0] if path else None
+
+
+def _raised_in_file(error: BaseException, path: str):
+  """``(frame, exception)``: the deepest frame in file ``path`` among the tracebacks of ``error`` and the
+  exceptions it wraps (ml_collections and absl raise a config file's TypeError or ValueError again as
+  others), or None when that file's code is not in them (a bad override, a file that does not parse)."""
+  target, seen = os.path.realpath(path), set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.realpath(f.filename) == target]
+    if frames:
+      return frames[-1], error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _exception_line(error: BaseException) -> str:
+  """``Type: message`` on one line. ConfigDict quotes a missing key itself (and wraps that KeyError in an
+  AttributeError for ``config.key``): its message is shown once quoted, not as the repr of a quoted string."""
+  inner = error.args[0] if isinstance(error, AttributeError) and len(error.args) == 1 else error
+  if isinstance(inner, KeyError) and len(inner.args) == 1 and str(inner.args[0])[:1] in ("'", '"'):
+    detail = str(inner.args[0])
+  else:
+    detail = str(error)
+  detail = " ".join(detail.split())
+  return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 
 
 def _check_config_loaded() -> None:
@@ -32,11 +92,10 @@ def _check_config_loaded() -> None:
 
 
 def run(main, huge_pages: bool = False) -> None:
-  """``app.run(main)``, where a ``UserError`` from ``main`` ends in one line. ``huge_pages``: for tools that
+  """``app.run(main)``, where a ``UserError`` from ``main`` ends in one line, and Ctrl-C anywhere in
+  ``alexnet_jax: interrupted`` with the shell's status for SIGINT (130). ``huge_pages``: for tools that
   train or time the network, first restart with glibc's huge-page malloc (``host_memory``), which makes
   XLA:CPU steps ~15% faster."""
-  if huge_pages:
-    host_memory.restart_with_huge_page_malloc()
 
   def quiet_main(argv):
     if not flags.FLAGS["verbosity"].present:
@@ -46,4 +105,11 @@ def run(main, huge_pages: bool = False) -> None:
       return main(argv)
     except UserError as error:
       raise SystemExit(f"alexnet_jax: {error}") from None
-  app.run(quiet_main, flags_parser=parse_flags)
+
+  try:
+    if huge_pages:
+      host_memory.restart_with_huge_page_malloc()
+    app.run(quiet_main, flags_parser=parse_flags)
+  except KeyboardInterrupt:
+    print("alexnet_jax: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None

@@ -104,12 +104,28 @@ def neighbours_figure(predictor, config, query_paths: list[str], k: int, queries
   return figure, order
 
 
+def output_path(out: str) -> str:
+  """``--out`` as the file to write: ``.png`` added when it has no extension; one PIL cannot write is
+  refused here, before the checkpoint is loaded, rather than by PIL's traceback at the end."""
+  from alexnet_jax.errors import UserError
+
+  if not os.path.basename(out):
+    raise UserError(f"--out={out}: give a file name, e.g. {os.path.join(out, 'figure.png')}")
+  extension = os.path.splitext(out)[1]
+  if not extension:
+    return out + ".png"
+  if Image.registered_extensions().get(extension.lower()) not in Image.SAVE:
+    raise UserError(f"--out={out}: PIL cannot write the extension {extension}; use .png (or .jpg, .pdf, ...)")
+  return out
+
+
 def main(argv):
   if len(argv) < 2 or argv[1] not in ("filters", "neighbours"):
     raise SystemExit("alexnet_jax: usage: python -m alexnet_jax.visualize filters|neighbours --config=... "
                      "--checkpoint=DIR|--weights=FILE --out=FILE.png [IMAGE...]")
   if (FLAGS.checkpoint is None) == (FLAGS.weights is None):
     raise SystemExit("alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE")
+  out = output_path(FLAGS.out)
   from alexnet_jax import inference
   from alexnet_jax.errors import UserError
 
@@ -121,9 +137,9 @@ def main(argv):
     figure = filter_grid(kernel, scale=FLAGS.scale)
   else:
     figure, _ = neighbours_figure(predictor, FLAGS.config, argv[2:], FLAGS.k, FLAGS.queries, FLAGS.max_train)
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  figure.save(FLAGS.out)
-  print(f"wrote {FLAGS.out} ({figure.width}x{figure.height})")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  figure.save(out)
+  print(f"wrote {out} ({figure.width}x{figure.height})")
 
 
 if __name__ == "__main__":
@@ -131,7 +147,7 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Config of the network, e.g. configs/demo.py.")
   flags.DEFINE_string("checkpoint", None, "A work directory (or its checkpoints/) of this project.")
   flags.DEFINE_string("weights", None, "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.")
-  flags.DEFINE_string("out", None, "PNG file to write.")
+  flags.DEFINE_string("out", None, "Image file to write (.png added when it has no extension).")
   flags.DEFINE_integer("k", 6, "neighbours: training images shown per query.", lower_bound=1)
   flags.DEFINE_integer("queries", 5, "neighbours: eval images to use as queries when no IMAGE is given.", lower_bound=1)
   flags.DEFINE_integer("max_train", 2000, "neighbours: training images searched (the first N; -1: all).")
