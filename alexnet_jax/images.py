@@ -1,11 +1,18 @@
-"""Image decoding and the paper's stored resolution (§2): short side to S, then the central SxS patch."""
+"""Image decoding and the paper's stored resolution (§2): short side to S, then the central SxS patch.
+
+Every mode PIL reads becomes 8-bit RGB: 16-bit and 32-bit integer images keep the high byte of the 16-bit range
+(``v >> 8``, as PIL does for 16-bit RGB PNGs); float images are taken as [0, 1] when no value exceeds 1, else as
+[0, 255] (PIL's convention), and clipped; transparent pixels are composited on white (their hidden colour is
+arbitrary, often black); the rest (1, L, P, CMYK, YCbCr, LAB) through PIL's conversion. The EXIF orientation is
+applied, so phone photos come out upright.
+"""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 try:  # libjpeg-turbo without PIL's object overhead; same pixels as PIL (tests/test_images.py)
   import simplejpeg
@@ -31,9 +38,14 @@ def decode(data: bytes, size_hint: int | None = None) -> np.ndarray:
       pass  # truncated and other rare JPEGs: PIL below decides
   try:
     with Image.open(io.BytesIO(data)) as image:
-      if size_hint is not None:
+      if size_hint is not None:  # a square request: the scale is the same once a 90 degree turn swaps the sides
         image.draft("RGB", (size_hint, size_hint))
-      return np.asarray(image.convert("RGB"))
+      image.load()
+      try:
+        ImageOps.exif_transpose(image, in_place=True)
+      except Exception:  # a damaged EXIF block never costs the pixels: they stay as stored
+        pass
+      return _to_rgb(image)
   except UnidentifiedImageError:
     raise BadImage("not an image file PIL can read") from None
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
@@ -56,7 +68,77 @@ def _decode_jpeg(data: bytes, size_hint: int | None) -> np.ndarray:
     raise ValueError(colorspace)
   scale = draft_scale(height, width, size_hint)
   # libjpeg-turbo picks the smallest of its scales M/8 that keeps these sides: exactly 1/scale.
-  return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-height // scale), min_width=-(-width // scale))
+  pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-height // scale), min_width=-(-width // scale))
+  orientation = jpeg_orientation(data)
+  return pixels if orientation == 1 else np.ascontiguousarray(_ORIENT[orientation](pixels))
+
+
+# EXIF orientation -> what turns the stored pixels upright (PIL's ImageOps.exif_transpose, on arrays).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def jpeg_orientation(data: bytes) -> int:
+  """The EXIF Orientation (1-8) of a JPEG, read from its header without PIL; 1 when absent or unreadable."""
+  pos = 2
+  while pos + 4 <= len(data) and data[pos] == 0xFF:
+    marker = data[pos + 1]
+    if marker == 0xFF:  # fill byte
+      pos += 1
+      continue
+    if marker in (0xDA, 0xD9):  # start of scan, end of image: no more headers
+      break
+    length = int.from_bytes(data[pos + 2:pos + 4], "big")
+    if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\0\0":  # the first Exif segment, as PIL reads
+      return _tiff_orientation(data[pos + 10:pos + 2 + length])
+    pos += 2 + length
+  return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+  """Orientation (tag 0x0112) from IFD0 of an Exif TIFF block; 1 when absent or malformed."""
+  order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+  if order is None or len(tiff) < 8:
+    return 1
+  read = lambda at, n: int.from_bytes(tiff[at:at + n], order)
+  ifd = read(4, 4)
+  if ifd + 2 > len(tiff):
+    return 1
+  for entry in range(ifd + 2, min(ifd + 2 + 12 * read(ifd, 2), len(tiff) - 11), 12):
+    if read(entry, 2) == 0x0112:
+      kind = read(entry + 2, 2)  # SHORT as the standard says; some writers use LONG
+      value = read(entry + 8, 2) if kind == 3 else read(entry + 8, 4) if kind == 4 else 1
+      return value if 1 <= value <= 8 else 1
+  return 1
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+  """A PIL image of any mode -> uint8 RGB [H, W, 3] (the rules are in the module's docstring)."""
+  mode = image.mode
+  if mode.startswith("I") or mode == "F":
+    values = np.asarray(image)
+    if mode == "F":
+      values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+      scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+      grey = np.rint(np.clip(values * scale, 0, 255)).astype(np.uint8)
+    else:  # I;16* hold 0..65535; PIL gives "I" to 16-bit data too (e.g. PGMs, scaled to the full 16 bits)
+      grey = (np.clip(values.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int):  # a greyscale PNG's tRNS value
+      grey[values == transparent] = 255
+    return np.repeat(grey[..., None], 3, axis=-1)
+  if mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in image.info:
+    rgba = np.asarray(image.convert("RGBA")).astype(np.float64)
+    alpha = rgba[..., 3:] / 255.0
+    return np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+  return np.asarray(image.convert("RGB"))
 
 
 def resize_short_side_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:

@@ -7,6 +7,7 @@ which training crops and evaluation crops are cut.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 
@@ -47,34 +48,78 @@ class _DecodingSource:
     try:
       return {"image": images.load_stored(data, self.size), "label": np.int32(label), "valid": True}
     except images.BadImage as error:
-      if index not in self._warned:
-        self._warned.add(index)
-        logging.warning("skipping unreadable image %s: %s", name, error)
-      return {"image": np.zeros((self.size, self.size, 3), np.uint8), "label": np.int32(label), "valid": False}
+      return self._unreadable(index, label, name, str(error))
+
+  def _unreadable(self, index: int, label: int, name: str, reason: str) -> dict:
+    if index not in self._warned:
+      self._warned.add(index)
+      logging.warning("skipping unreadable image %s: %s", name, reason)
+    return {"image": np.zeros((self.size, self.size, 3), np.uint8), "label": np.int32(label), "valid": False}
 
 
 class FolderSource(_DecodingSource):
-  """An ImageNet-style tree ``SPLIT/CLASS/IMAGE``: any image format PIL reads, rescaled when read."""
+  """An ImageNet-style tree ``SPLIT/CLASS/IMAGE``: any image format PIL reads, rescaled when read.
 
-  def __init__(self, directory: str, class_names: tuple[str, ...], size: int):
+  Symlinks are followed; entries that are not files (directories, dangling symlinks, loops, pipes) are left out
+  and named in one warning, with ``skipped`` (``(path, why)``, found above the class directories) among them.
+  """
+
+  def __init__(self, directory: str, class_names: tuple[str, ...], size: int,
+               skipped: tuple[tuple[str, str], ...] = ()):
     super().__init__(size)
     self.directory = directory
-    self.files, labels = [], []
+    self.files, labels, skipped = [], [], list(skipped)
     for label, name in enumerate(class_names):
       class_dir = os.path.join(directory, name)
       if os.path.isdir(class_dir):
-        entries = sorted(e.name for e in os.scandir(class_dir) if e.is_file() and not e.name.startswith("."))
+        entries = _entries(class_dir, skipped, want_dirs=False)
         self.files += [os.path.join(class_dir, e) for e in entries]
         labels += [label] * len(entries)
     self.labels = np.asarray(labels, np.int32)
+    if skipped:
+      shown = ", ".join(f"{os.path.relpath(path, directory)} ({why})" for path, why in skipped[:5])
+      logging.warning("skipping %d %s under %s that %s not image files or class directories: %s%s", len(skipped),
+                      "entry" if len(skipped) == 1 else "entries", directory, "is" if len(skipped) == 1 else "are",
+                      shown, ", ..." if len(skipped) > 5 else "")
 
   def __len__(self) -> int:
     return len(self.files)
 
   def __getitem__(self, index: int) -> dict:
     path = self.files[index]
-    with open(path, "rb") as f:
-      return self._decoded(index, f.read(), self.labels[index], path)
+    try:
+      with open(path, "rb") as f:
+        data = f.read()
+    except OSError as error:  # deleted after listing, replaced, or a failing disk: masked out, not a dead worker
+      return self._unreadable(index, self.labels[index], path, error.strerror or str(error))
+    return self._decoded(index, data, self.labels[index], path)
+
+
+def _entries(directory: str, skipped: list[tuple[str, str]], want_dirs: bool) -> list[str]:
+  """The sorted names in ``directory`` (hidden ones left out) that are files, or directories if ``want_dirs``,
+  symlinks followed. The rest go into ``skipped`` with the reason, except plain files beside class directories."""
+  try:
+    with os.scandir(directory) as scan:
+      entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+  except OSError as error:  # an unreadable class directory: named, and it holds nothing
+    skipped.append((directory, error.strerror or str(error)))
+    return []
+  names = []
+  for entry in entries:
+    try:
+      if (entry.is_dir() if want_dirs else entry.is_file()):
+        names.append(entry.name)
+        continue
+      if entry.is_symlink() and not os.path.exists(entry.path):
+        why = "dangling symlink"
+      elif want_dirs:
+        continue  # a loose file beside the class directories (a README, a label list)
+      else:
+        why = "a directory" if entry.is_dir() else "not a regular file"
+    except OSError as error:  # ELOOP and the like: stat fails, where DirEntry only hides a missing target
+      why = "symlink loop" if error.errno == errno.ELOOP else error.strerror or str(error)
+    skipped.append((entry.path, why))
+  return names
 
 
 class PreparedSource(_DecodingSource):
@@ -190,23 +235,27 @@ def folder(directory: str, image_size: int, train_split: str = "train", eval_spl
   eval_dir = next((os.path.join(directory, d) for d in eval_names if os.path.isdir(os.path.join(directory, d))), None)
   if eval_dir is None:
     raise ConfigError(f"no evaluation images: {directory} has no directory named {' or '.join(map(repr, eval_names))}")
-  class_names = _class_directories(train_dir)
+  train_skipped, eval_skipped = [], []
+  class_names = tuple(_entries(train_dir, train_skipped, want_dirs=True))
   if not class_names:
     raise ConfigError(f"{train_dir} has no class directories")
-  unknown = sorted(set(_class_directories(eval_dir)) - set(class_names))
+  unknown = sorted(set(_entries(eval_dir, eval_skipped, want_dirs=True)) - set(class_names))
   if unknown:  # their images would have no label the network knows
     raise ConfigError(f"{eval_dir} has class directories that {train_dir} lacks: {', '.join(unknown[:5])}"
                       f"{', ...' if len(unknown) > 5 else ''}")
   size = stored_size_for(image_size, stored_size)
-  train, evaluation = FolderSource(train_dir, class_names, size), FolderSource(eval_dir, class_names, size)
+  train = FolderSource(train_dir, class_names, size, tuple(train_skipped))
+  # A class the network can never see in training would only mislead the class count; in eval it is fine.
+  empty = [name for name, count in zip(class_names, np.bincount(train.labels, minlength=len(class_names)))
+           if not count]
+  if empty:
+    raise ConfigError(f"{train_dir} has class directories that hold no image files: {', '.join(empty[:5])}"
+                      f"{', ...' if len(empty) > 5 else ''}; remove them or add images")
+  evaluation = FolderSource(eval_dir, class_names, size, tuple(eval_skipped))
   for split_dir, split in ((train_dir, train), (eval_dir, evaluation)):
     if not len(split):
       raise ConfigError(f"{split_dir} holds no files")
   return Splits(train, evaluation, len(class_names), size, class_names)
-
-
-def _class_directories(split_dir: str) -> tuple[str, ...]:
-  return tuple(sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith(".")))
 
 
 def prepared(directory: str, image_size: int) -> Splits:
