@@ -83,20 +83,42 @@ class Checkpointer:
     self._manager.close()
 
 
-def read_params(directory: str) -> tuple[dict, dict, dict]:
+def _checkpoint_dir(directory: str) -> str:
+  """A work directory's ``checkpoints/``, or ``directory`` itself when it is one."""
+  inner = os.path.join(directory, "checkpoints")
+  return inner if os.path.isdir(inner) else directory
+
+
+def saved_steps(directory: str) -> list[int]:
+  """The complete checkpoints' steps in a work directory (or its ``checkpoints/``), oldest first."""
+  directory = _checkpoint_dir(directory)
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
+
+
+def has_checkpoints(workdir: str) -> bool:
+  return bool(saved_steps(workdir))
+
+
+def step_path(directory: str, step: int) -> str:
+  return os.path.join(os.path.abspath(_checkpoint_dir(directory)), str(step))
+
+
+def read_params(directory: str, step: int | None = None) -> tuple[dict, dict, dict]:
   """``(params, batch_stats, meta)`` of the latest checkpoint in ``directory`` (a work directory or its
-  ``checkpoints/``) as numpy arrays, whatever the mesh it was saved from: for prediction, figures and
-  fine-tuning, which need the weights but not the optimizer."""
+  ``checkpoints/``), or of ``step``, as numpy arrays, whatever the mesh it was saved from: for evaluation,
+  prediction, figures and fine-tuning, which need the weights but not the optimizer."""
   import numpy as np
 
   from alexnet_jax.errors import UserError
 
-  if os.path.isdir(os.path.join(directory, "checkpoints")):
-    directory = os.path.join(directory, "checkpoints")
-  steps = [int(name) for name in os.listdir(directory) if name.isdigit()] if os.path.isdir(directory) else []
+  steps = saved_steps(directory)
+  directory = _checkpoint_dir(directory)
   if not steps:
     raise UserError(f"no checkpoint in {directory}")
-  steps.sort()
+  if step is not None and step not in steps:
+    raise UserError(f"no checkpoint of step {step} in {directory} (there: step {', '.join(map(str, steps))})")
+  if step is not None:
+    steps = [s for s in steps if s <= step]
   path = os.path.join(os.path.abspath(directory), str(steps[-1]))
   try:
     tree = _stored_state_tree(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import math
 import os
 from typing import Iterator
@@ -18,22 +19,59 @@ import grain
 import numpy as np
 
 from alexnet_jax import augment, stats as stats_lib
-from alexnet_jax.errors import ConfigError
+from alexnet_jax.errors import ConfigError, UserError
 from alexnet_jax.sources import Splits
 
 
-def training_stats(splits: Splits, cache_path: str | None = None) -> stats_lib.DatasetStats:
+def data_identity(splits: Splits, data_config, sampled_files: int = 16) -> str:
+  """A digest of the training data a statistics cache describes: the source and, for a folder, every
+  file's path below it with its label plus the bytes of ``sampled_files`` files spread over the list (a
+  moved copy of the same data matches; other data, even under the same file names, does not)."""
+  train = splits.train
+  digest = hashlib.sha256("\n".join([data_config.source, data_config.name, data_config.train_split,
+                                      str(splits.stored_size), type(train).__name__, str(len(train))]).encode())
+  if hasattr(train, "files"):
+    root = getattr(train, "directory", "")
+    digest.update("\n".join(f"{os.path.relpath(f, root)}\t{label}"
+                            for f, label in zip(train.files, train.labels)).encode())
+    for index in sorted(set(np.linspace(0, len(train.files) - 1, sampled_files).astype(int).tolist())):
+      try:
+        with open(train.files[index], "rb") as f:
+          digest.update(hashlib.sha256(f.read()).digest())
+      except OSError:  # unreadable now: it is skipped in training too
+        digest.update(b"unreadable")
+  return digest.hexdigest()
+
+
+def training_stats(splits: Splits, cache_path: str | None = None, identity: str | None = None,
+                   keep: bool = False) -> stats_lib.DatasetStats:
   """The training set's mean image and RGB eigenvectors: shipped with prepared data, else computed once
-  (one pass over the training images) and cached at ``cache_path``."""
-  for path in (splits.stats_path, cache_path):
-    if path and os.path.exists(path):
-      return stats_lib.DatasetStats.load(path)
+  (one pass over the training images) and cached at ``cache_path`` under the data's ``identity``.
+
+  A cache of other data is recomputed, unless ``keep`` (a run resumes: its weights were trained with
+  that cache's mean image), which refuses it.
+  """
+  if splits.stats_path and os.path.exists(splits.stats_path):
+    return stats_lib.DatasetStats.load(splits.stats_path)
   if splits.stats_path:
     raise ConfigError(f"{splits.stats_path} is missing: re-run python -m alexnet_jax.prepare on this data")
+  if cache_path and os.path.exists(cache_path):
+    cached, cached_identity = stats_lib.DatasetStats.load_with_identity(cache_path)
+    # None: written by an older version, which kept no identity; trusted only for the run that wrote it.
+    if cached_identity == identity or (cached_identity is None and keep):
+      return cached
+    if keep:
+      raise ConfigError(f"{cache_path} was computed from other training data than this config's "
+                        f"(data.data_dir, data.train_split or the files changed): the checkpoints were trained "
+                        f"with that data's mean image; use the same data or another --workdir")
+    print(f"alexnet_jax: {cache_path} describes other training data; recomputing it", flush=True)
   computed = stats_lib.compute(splits.train, progress=len(splits.train) > 5000)
   if cache_path:
-    os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-    computed.save(cache_path)
+    try:
+      os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+      computed.save(cache_path, identity)
+    except OSError as error:
+      raise UserError(f"cannot write {cache_path}: {error.strerror or error}") from None
   return computed
 
 

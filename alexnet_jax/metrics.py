@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Mapping
 
 import jax
@@ -17,9 +18,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def top_k_wrong(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """1.0 where the label is not among the k highest logits (ties count against the label)."""
+  """1.0 where the label is not among the k highest logits (ties count against the label), and wherever
+  an example's scores are not all finite: a comparison with NaN is always false, which would count it right."""
   label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  return (jnp.sum(logits >= label_logit, axis=-1) > k).astype(jnp.float32)
+  outranked = jnp.sum(logits >= label_logit, axis=-1) > k
+  return (outranked | ~jnp.all(jnp.isfinite(logits), axis=-1)).astype(jnp.float32)
 
 
 class MetricWriter:
@@ -54,18 +57,35 @@ class MetricWriter:
       self._tb.close()
 
 
+def _parse(line: str) -> dict | None:
+  """One line's record, or None for a line that is not one (half written when the process was killed)."""
+  try:
+    record = json.loads(line)
+  except ValueError:
+    return None
+  return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
 def _drop_lines_after(path: str, step: int) -> None:
-  """A run resumed at ``step`` redoes the steps after it: drop their old lines so none appear twice."""
+  """A run resumed at ``step`` redoes the steps after it: drop their old lines so none appear twice, and
+  lines that are not records (a kill mid-write leaves half a line), which are named in a warning."""
   if not os.path.exists(path):
     return
-  lines = [line for line in open(path) if line.strip()]
-  kept = [line for line in lines if json.loads(line)["step"] <= step]
-  if len(kept) != len(lines):
+  with open(path) as f:
+    raw = f.readlines()
+  lines = [line if line.endswith("\n") else line + "\n" for line in raw if line.strip()]
+  garbled = [i + 1 for i, line in enumerate(lines) if _parse(line) is None]
+  kept = [line for line in lines if (_parse(line) or {"step": step + 1})["step"] <= step]
+  if garbled:
+    print(f"alexnet_jax: warning: dropped {len(garbled)} unreadable line(s) of {path} (line "
+          f"{', '.join(map(str, garbled[:3]))}{', ...' if len(garbled) > 3 else ''})", file=sys.stderr, flush=True)
+  if kept != raw:  # also ends a last line that lacks its newline before anything is appended to it
     with open(path + ".tmp", "w") as f:
       f.writelines(kept)
     os.replace(path + ".tmp", path)
 
 
 def read_metrics(workdir: str) -> list[dict]:
+  """Every record of ``workdir/metrics.jsonl``; a line that is not one (half written) is left out."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    return [record for record in map(_parse, f) if record is not None]

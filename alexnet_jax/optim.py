@@ -94,8 +94,11 @@ class PlateauSchedule:
     return dataclasses.asdict(self)
 
   def load_state_dict(self, state: dict) -> None:
-    for key, value in state.items():
-      setattr(self, key, value)
+    """Where the schedule stands; its rules (factor, patience, ...) stay the config's, so a resume that
+    changes them applies them."""
+    for key in ("learning_rate", "best_error", "evals_since_best", "reductions"):
+      if key in state:
+        setattr(self, key, state[key])
 
 
 SCHEDULES = ("plateau", "constant", "step", "cosine")

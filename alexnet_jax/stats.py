@@ -20,16 +20,23 @@ class DatasetStats:
   eigenvectors: np.ndarray  # float32 [3, 3], column i belongs to eigenvalue i
   num_images: int
 
-  def save(self, path: str) -> None:
+  def save(self, path: str, identity: str | None = None) -> None:
+    """``identity``: what data these describe (``input_pipeline.data_identity``), checked when reused."""
     tmp = path + ".tmp.npz"  # written whole, then renamed: never half a file under the real name
+    extra = {} if identity is None else {"identity": np.asarray(identity)}
     np.savez(tmp, mean_image=self.mean_image, eigenvalues=self.eigenvalues, eigenvectors=self.eigenvectors,
-             num_images=self.num_images)
+             num_images=self.num_images, **extra)
     os.replace(tmp, path)
 
   @classmethod
   def load(cls, path: str) -> "DatasetStats":
+    return cls.load_with_identity(path)[0]
+
+  @classmethod
+  def load_with_identity(cls, path: str) -> tuple["DatasetStats", str | None]:
     with np.load(path) as f:
-      return cls(f["mean_image"], f["eigenvalues"], f["eigenvectors"], int(f["num_images"]))
+      identity = str(f["identity"]) if "identity" in f.files else None
+      return cls(f["mean_image"], f["eigenvalues"], f["eigenvectors"], int(f["num_images"])), identity
 
 
 class StatsAccumulator:

@@ -7,8 +7,12 @@ checkpoint) -> Train loop.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import functools
+import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -20,7 +24,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from alexnet_jax import checkpointing, compiler, input_pipeline, metrics, optim, preprocess, sharding, sources, validation
+from alexnet_jax import (checkpointing, compiler, input_pipeline, metrics, optim, preprocess, run_record, sharding,
+                         sources, validation)
 from alexnet_jax import model as model_lib
 from alexnet_jax.errors import ConfigError, TrainingError, UserError
 from alexnet_jax.model import AlexNet, AlexNetSpec
@@ -111,6 +116,13 @@ def evaluate(eval_step: Callable, params, batches: Iterator[dict], mesh, global_
           "eval_skipped_images": float(totals["skipped"])}
 
 
+def check_eval_finite(result: dict[str, float], step: int, what: str, then: str = "") -> None:
+  """A network whose scores are not finite has no error rate: stop rather than report one."""
+  if not math.isfinite(result["eval_loss"]):
+    raise TrainingError(f"{what} at step {step} gives non-finite scores on the eval split (loss "
+                        f"{result['eval_loss']}): the network diverged{then}")
+
+
 def describe_eval(step: int, result: dict[str, float]) -> str:
   return (f"step {step}: eval top-1 error {result['eval_top1_error']:.2%}, top-5 {result['eval_top5_error']:.2%}, "
           f"loss {result['eval_loss']:.4f} ({int(result['eval_images'])} images)")
@@ -148,7 +160,9 @@ def steps_from(every: int, steps_per_epoch: int) -> int:
   return steps_per_epoch if every == -1 else every
 
 
-def build(config, workdir: str | None = None) -> Experiment:
+def build(config, workdir: str | None = None, resuming: bool = False) -> Experiment:
+  """``resuming``: the work directory's checkpoints will be restored, so its cached dataset statistics
+  must describe this config's data (they are recomputed otherwise)."""
   validation.validate(config, jax.device_count())  # before any data is read or anything compiled
 
   # Mesh
@@ -161,8 +175,9 @@ def build(config, workdir: str | None = None) -> Experiment:
   if splits.num_classes != spec.num_classes:
     raise TrainingError(f"the data has {splits.num_classes} classes but model.num_classes={spec.num_classes}")
   cache = os.path.join(workdir, "data_stats.npz") if workdir and config.data.source != "digits" else None
-  consts = preprocess.constants(input_pipeline.training_stats(splits, cache), mesh, config.data.mean_rgb,
-                                config.data.std_rgb)
+  statistics = input_pipeline.training_stats(splits, cache, input_pipeline.data_identity(splits, config.data),
+                                             keep=resuming)
+  consts = preprocess.constants(statistics, mesh, config.data.mean_rgb, config.data.std_rgb)
   steps_per_epoch = len(splits.train) // config.batch_size
   if steps_per_epoch < 1:
     raise TrainingError(f"batch_size={config.batch_size} exceeds the {len(splits.train)} training images")
@@ -272,7 +287,8 @@ def _check_same_state(exp: Experiment, stored: dict, path: str) -> None:
 # ----------------------------------------------------------------------------- Train loop
 
 class _Preemption:
-  """SIGTERM -> save at a step boundary, then exit cleanly.
+  """SIGTERM, or a first Ctrl-C (SIGINT) -> save at a step boundary, then exit cleanly; a second Ctrl-C
+  aborts at once (``cli.run`` reports it in one line).
 
   One process: a signal handler sets a flag the loop checks. Several processes: JAX's preemption
   service (started by ``jax.distributed.initialize``) picks one step at which every process saves,
@@ -280,28 +296,39 @@ class _Preemption:
   """
 
   def __init__(self):
-    self._flag = False
+    self.signal_name = None
     self._multiprocess = jax.process_count() > 1
-    self._previous = None if self._multiprocess else signal.signal(signal.SIGTERM, self._handle)
+    self._previous = {}
+    if not self._multiprocess:
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
 
   def _handle(self, signum, frame):
-    self._flag = True
+    if signum == signal.SIGINT and self.signal_name is not None:
+      raise KeyboardInterrupt  # the second Ctrl-C
+    self.signal_name = signal.Signals(signum).name
+    if signum == signal.SIGINT:
+      print("\nalexnet_jax: Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)",
+            file=sys.stderr, flush=True)
 
   def requested(self, step: int) -> bool:
     if self._multiprocess:
       from jax.experimental import multihost_utils
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._flag
+      if multihost_utils.reached_preemption_sync_point(step):
+        self.signal_name = "SIGTERM"
+        return True
+      return False
+    return self.signal_name is not None
 
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
-def _check_finite(host_metrics: list[dict], first_step: int, params_finite: bool, last_good: int | None) -> None:
+def _check_finite(host_metrics: list[dict], first_step: int, params_finite: bool, latest: int | None) -> None:
   """Stops the run on the first non-finite loss, or non-finite weights after the last step, before
   anything is saved."""
-  kept = f"the last good checkpoint is step {last_good}" if last_good is not None else "no checkpoint yet"
+  kept = f"the latest checkpoint, step {latest}, is kept" if latest is not None else "no checkpoint yet"
   for i, m in enumerate(host_metrics):
     if not math.isfinite(m["train_loss"]):
       raise TrainingError(f"training diverged at step {first_step + i} (loss {m['train_loss']}); stopped without "
@@ -311,6 +338,63 @@ def _check_finite(host_metrics: list[dict], first_step: int, params_finite: bool
                         f"stopped without saving, {kept}")
 
 
+class DeadNetworkWatch:
+  """Stops a network that cannot learn: one layer whose outputs are zero for every image of a fixed probe
+  batch (the first eval batch, inference mode). Nothing below such a layer gets a gradient, and what
+  follows it no longer depends on the image: a net with the paper's N(0, 0.01) on unsuited data collapses
+  so and would train at chance to the end. Dead at every probe for ``limit`` steps stops the run (0: never).
+  """
+
+  def __init__(self, exp: Experiment, limit: int):
+    self.exp, self.limit = exp, limit
+    self.first_dead = None  # the first probe of the current dead streak
+    self.dead = []
+    self._probe = None
+    self._seen = 0
+
+  def observe(self, step: int) -> bool:
+    """Probes the network at ``step`` (once per step); True when it has been dead for ``limit`` steps."""
+    if not self.limit or step <= self._seen:
+      return self._stop(step)
+    self._seen = step
+    self.dead = self._dead_layers()
+    self.first_dead = (self.first_dead or step) if self.dead else None
+    return self._stop(step)
+
+  def _stop(self, step: int) -> bool:
+    return bool(self.limit) and self.first_dead is not None and step - self.first_dead >= self.limit
+
+  def _dead_layers(self) -> list[str]:
+    exp = self.exp
+    if self._probe is None:
+      index, count = exp.data_shard
+      local = next(iter(input_pipeline.eval_batches(exp.splits, exp.spec.image_size, exp.config.batch_size, 1,
+                                                    index, count)))
+      batch = sharding.global_batch(exp.mesh, local, exp.config.batch_size)
+      images = preprocess.views_input(batch["image"], batch["offset"], exp.consts, exp.config.data.pixel_scale)
+      self._probe = (images, batch["mask"])
+    zero = jax.device_get(_all_zero_layers(exp.spec, exp.mesh, exp.state["params"], exp.state.get("batch_stats"),
+                                           *self._probe))
+    return [name for name in model_lib.ACTIVATION_NAMES[:-1] if zero[name]]
+
+  def error(self, step: int, loss: float, latest: int | None) -> TrainingError:
+    exp = self.exp
+    chance = math.log(exp.spec.num_classes)
+    kept = f"the latest checkpoint, step {latest}, is kept" if latest is not None else "no checkpoint was saved"
+    return TrainingError(
+        f"the network stopped learning: {self.dead[0]}'s units are zero for every image from step {self.first_dead} "
+        f"to {step}, so no gradient reaches {self.dead[0]} or below (train loss {loss:.4f}; chance is "
+        f"ln {exp.spec.num_classes} = {chance:.4f}); stopped, {kept}. Try model.init='he', a smaller "
+        f"optimizer.learning_rate or another data.pixel_scale; --config.dead_network_steps=0 trains on regardless")
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "mesh"))
+def _all_zero_layers(spec: AlexNetSpec, mesh, params, batch_stats, images, mask) -> dict:
+  """Per layer: are its outputs exactly zero for every real image of the batch (inference mode)?"""
+  _, acts = model_lib.apply(spec, mesh, params, images, capture=True, batch_stats=batch_stats)
+  return {name: jnp.all(jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, 0) == 0) for name, a in acts.items()}
+
+
 def _progress(total: int, initial: int, enabled: bool):
   from tqdm import tqdm
   interactive = sys.stderr.isatty()
@@ -318,29 +402,111 @@ def _progress(total: int, initial: int, enabled: bool):
               mininterval=0.5 if interactive else 30.0)
 
 
+def _open_workdir(workdir: str) -> None:
+  if not workdir or not workdir.strip():
+    raise UserError("--workdir is empty: give the directory for this run's checkpoints and metrics")
+  try:
+    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+    probe = os.path.join(workdir, ".write-test")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as error:  # a file in the way, no permission, read-only: before anything else says it
+    raise UserError(f"cannot write to --workdir={workdir}: {error.strerror or error}") from None
+
+
+def _resolved(exp: Experiment) -> dict:
+  """The config as this start runs it: 'auto' and -1 values replaced, and the data it found."""
+  resolved = json.loads(exp.config.to_json_best_effort())
+  resolved["model"]["dtype"] = exp.spec.dtype
+  resolved["mesh"] = dict(exp.mesh.shape)
+  resolved["num_train_steps"] = exp.num_steps
+  for key in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+    resolved[key] = steps_from(exp.config[key], exp.steps_per_epoch)
+  resolved["data"]["train_images"], resolved["data"]["eval_images"] = len(exp.splits.train), len(exp.splits.eval)
+  resolved["data"]["stored_size"] = exp.splits.stored_size
+  resolved["steps_per_epoch"] = exp.steps_per_epoch
+  return resolved
+
+
+def _apply_changed_learning_rate(exp: Experiment, changes: list[dict]) -> None:
+  """A resumed run's new optimizer.learning_rate takes effect now. Schedules that are functions of the step
+  read it from the config already; the constant and plateau rates live in the restored state (the plateau
+  rate keeps the reductions made so far)."""
+  if not any(c["key"] == "optimizer.learning_rate" for c in changes):
+    return
+  optimizer = exp.config.optimizer
+  if optimizer.schedule == "constant":
+    rate = optimizer.learning_rate
+  elif exp.plateau is not None:
+    rate = exp.plateau.learning_rate = optimizer.learning_rate * optimizer.factor ** exp.plateau.reductions
+  else:
+    return
+  exp.state["opt_state"] = optim.with_learning_rate(exp.state["opt_state"], rate)
+
+
+def _free_bytes(path: str) -> int:
+  return shutil.disk_usage(path).free
+
+
+def _checkpoint_bytes(state) -> int:
+  return sum(leaf.nbytes for leaf in jax.tree.leaves(state))
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains with periodic evaluation and checkpoints; resumes from ``workdir/checkpoints`` if present.
 
-  Returns the last evaluation's metrics, and ``finished``: False when a SIGTERM stopped the run early.
+  Returns the last evaluation's metrics, and ``finished``: False when a signal stopped the run early.
   """
-  exp = build(config, workdir)
+  validation.validate(config, jax.device_count())
   is_main = jax.process_index() == 0
+  _open_workdir(workdir)
+  lock = run_record.Lock(workdir)
+  if is_main:
+    lock.acquire()  # before anything in the work directory is read or written
+  try:
+    return _train_locked(config, workdir, is_main)
+  finally:
+    lock.release()
+
+
+def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
+  resuming = checkpointing.has_checkpoints(workdir)
+  if resuming:
+    run_record.check_config(workdir, config, "resume it")  # before the data is read
+  elif is_main:
+    moved = run_record.move_history_aside(workdir)
+    if moved:
+      print(f"alexnet_jax: {workdir} holds an earlier start's record but no checkpoint; moved it to {moved}",
+            flush=True)
+  exp = build(config, workdir, resuming)
   index, count = exp.data_shard
   train_iter = input_pipeline.train_iterator(exp.splits, config, index, count)
-  try:
-    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
-  except OSError as error:  # a file in the way, no permission: before orbax's traceback says it
-    raise UserError(f"cannot write to --workdir={workdir}: {error.strerror or error}") from None
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoints_to_keep)
 
   # Load checkpoint
-  start_step = restore_latest(exp, ckpt, train_iter)
+  try:
+    start_step = restore_latest(exp, ckpt, train_iter)
+  except BaseException:
+    ckpt.close()
+    input_pipeline.close(train_iter)
+    raise
+  changes = run_record.start(workdir, config, _resolved(exp), exp.mesh, start_step, write=is_main)
+  _apply_changed_learning_rate(exp, changes)
   writer = metrics.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
   if is_main:
-    print(f"alexnet_jax: {exp.spec.num_params():,} parameters; mesh {dict(exp.mesh.shape)}; "
-          f"{len(exp.splits.train):,} training images ({exp.steps_per_epoch} steps/epoch); "
-          f"{'resuming at step ' + str(start_step) if start_step else 'starting'}; {exp.num_steps} steps",
-          flush=True)
+    for change in changes:
+      print(f"alexnet_jax: config change at step {start_step}: {change['key']} {json.dumps(change['from'])} -> "
+            f"{json.dumps(change['to'])}", flush=True)
+    if start_step >= exp.num_steps:
+      print(f"alexnet_jax: nothing to train: the latest checkpoint is step {start_step} and this config trains "
+            f"{exp.num_steps} steps (raise num_train_steps or num_epochs to go on; --mode=eval evaluates it)",
+            flush=True)
+    else:
+      print(f"alexnet_jax: {exp.spec.num_params():,} parameters; mesh {dict(exp.mesh.shape)}; "
+            f"{len(exp.splits.train):,} training images ({exp.steps_per_epoch} steps/epoch); "
+            f"{'resuming at step ' + str(start_step) if start_step else 'starting'}; {exp.num_steps} steps",
+            flush=True)
 
   train_step = make_train_step(exp.spec, exp.mesh, exp.tx, config.data.pixel_scale)
   eval_step = make_eval_step(exp.spec, exp.mesh, config.data.pixel_scale)
@@ -350,23 +516,36 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   checkpoint_every = steps_from(config.checkpoint_every_steps, exp.steps_per_epoch)
 
   preemption = _Preemption()
-  progress = _progress(exp.num_steps, start_step, is_main)
+  watch = DeadNetworkWatch(exp, config.get("dead_network_steps", 100))
+  progress = _progress(exp.num_steps, start_step, is_main and start_step < exp.num_steps)
   say = progress.write if is_main else (lambda message: None)
   pending, last_eval, tick, tick_step = [], {}, time.perf_counter(), start_step
   finished = start_step >= exp.num_steps
+  eval_at = {}  # step -> its evaluation, recorded in that step's checkpoint
 
   def checked_health(step: int, host_metrics: list[dict]) -> dict:
-    """Stops on a non-finite loss among ``host_metrics`` (the steps up to ``step``) or non-finite weights,
-    before anything is logged or saved; returns the weights' health."""
+    """Stops on a non-finite loss among ``host_metrics`` (the steps up to ``step``), non-finite weights, or
+    a dead network, before anything is logged or saved; returns the weights' health."""
     health = jax.device_get(parameter_health(exp.state["params"]))
-    _check_finite(host_metrics, step - len(host_metrics) + 1, health["params_finite"], ckpt.latest_step())
+    first = step - len(host_metrics) + 1
+    _check_finite(host_metrics, first, health["params_finite"], ckpt.latest_step())
+    if host_metrics and watch.observe(step):
+      raise watch.error(step, float(host_metrics[-1]["train_loss"]), ckpt.latest_step())
     return health
 
   def save(step: int) -> None:
     checked_health(step, jax.device_get(pending))
     meta = {"plateau": exp.plateau.state_dict() if exp.plateau else None, "step": step,
             "batch_size": config.batch_size}  # a resumed run with another one refuses it (restore_latest)
-    ckpt.save(step, exp.state, train_iter, meta)
+    if step in eval_at:
+      meta["eval"] = eval_at[step]
+    needed = _checkpoint_bytes(exp.state)
+    if is_main and _free_bytes(ckpt.directory) < needed:
+      raise _no_space(ckpt, step, needed)
+    try:
+      ckpt.save(step, exp.state, train_iter, meta)
+    except OSError as error:
+      raise _save_failed(ckpt, step, error, needed) from None
 
   try:
     for step in range(start_step + 1, exp.num_steps + 1):
@@ -392,6 +571,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
       if step % eval_every == 0 or step == exp.num_steps:
         last_eval = exp.evaluate(eval_step) | {"epoch": step / exp.steps_per_epoch}
+        latest = ckpt.latest_step()
+        check_eval_finite(last_eval, step, "the network", "; stopped without saving, " + (
+            f"the latest checkpoint, step {latest}, is kept" if latest is not None else "no checkpoint yet"))
+        eval_at = {step: {k: float(last_eval[k]) for k in ("eval_top1_error", "eval_top5_error", "eval_loss")}}
         if exp.plateau is not None:
           learning_rate = exp.plateau.update(last_eval["eval_top1_error"])
           exp.state["opt_state"] = optim.with_learning_rate(exp.state["opt_state"], learning_rate)
@@ -404,24 +587,45 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       finished = step == exp.num_steps
       if preemption.requested(step):
         save(step)
-        say(f"SIGTERM: saved a checkpoint at step {step}; exiting")
+        say(f"{preemption.signal_name}: saved a checkpoint at step {step}; exiting")
         break
   finally:
     progress.close()
     preemption.restore()
-    ckpt.close()
-    writer.close()
-    input_pipeline.close(train_iter)
+    try:
+      ckpt.close()  # waits for the last save: a failure there is a failed save too
+    except OSError as error:
+      raise _save_failed(ckpt, ckpt.latest_step(), error, _checkpoint_bytes(exp.state)) from None
+    finally:
+      writer.close()
+      input_pipeline.close(train_iter)
   return {**last_eval, "finished": finished}
 
 
-def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
-  """``--mode=eval``: the latest checkpoint's metrics on the eval split. Reads only the weights, so any
-  checkpoint of this network evaluates: trained here, imported (``alexnet_jax.pretrained``), any mesh."""
+def _no_space(ckpt: checkpointing.Checkpointer, step: int, needed: int) -> TrainingError:
+  latest = ckpt.latest_step()
+  kept = f"the latest complete checkpoint, step {latest}, is kept" if latest is not None else "no checkpoint yet"
+  return TrainingError(f"no space for checkpoint {ckpt.path(step)}: it needs about {needed / 2**20:,.0f} MiB, "
+                       f"{_free_bytes(ckpt.directory) / 2**20:,.0f} MiB are free; stopped, {kept}")
+
+
+def _save_failed(ckpt: checkpointing.Checkpointer, step, error: OSError, needed: int) -> TrainingError:
+  kept = [s for s in ckpt.steps() if s != step]
+  latest = f"the latest complete checkpoint, step {kept[-1]}, is kept" if kept else "no complete checkpoint"
+  space = f" (it needs about {needed / 2**20:,.0f} MiB)" if error.errno == errno.ENOSPC else ""
+  return TrainingError(f"saving checkpoint {ckpt.path(step)} failed: {error.strerror or error}{space}; "
+                       f"stopped, {latest}")
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict[str, float]:
+  """``--mode=eval``: a checkpoint's metrics on the eval split (the latest, or ``step``), also written to
+  ``WORKDIR/eval/step-N-views-V.json``. Reads only the weights, so any checkpoint of this network
+  evaluates: trained here, imported (``alexnet_jax.pretrained``), any mesh."""
   config = config.copy_and_resolve_references()
   config.init_from = ""  # the checkpoint's weights replace any starting point
-  exp = build(config, workdir)
-  params, batch_stats, meta = checkpointing.read_params(workdir)
+  run_record.check_config(workdir, config, "evaluate it")
+  exp = build(config, workdir, resuming=True)
+  params, batch_stats, meta = checkpointing.read_params(workdir, step)
   want = exp.spec.param_shapes()
   got = {name: (p["kernel"].shape, p["bias"].shape) for name, p in params.items() if "kernel" in p}
   if got != want:
@@ -432,7 +636,18 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   if exp.spec.batch_norm:
     exp.state["batch_stats"] = placed(batch_stats)
   result = exp.evaluate(make_eval_step(exp.spec, exp.mesh, config.data.pixel_scale))
+  saved_step = meta.get("step", 0)
+  check_eval_finite(result, saved_step, f"checkpoint {checkpointing.step_path(workdir, saved_step)}")
   if jax.process_index() == 0:
-    print(describe_eval(meta.get("step", 0), result))
+    print(describe_eval(saved_step, result))
+    path = os.path.join(workdir, "eval", f"step-{saved_step}-views-{config.data.eval_views}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    record = {"step": saved_step, "views": config.data.eval_views, "top1_error": float(result["eval_top1_error"]),
+              "top5_error": float(result["eval_top5_error"]), "loss": float(result["eval_loss"]),
+              "images": int(result["eval_images"]), "skipped_images": int(result["eval_skipped_images"]),
+              "split": config.data.eval_split}
+    with open(path + ".tmp", "w") as f:
+      json.dump(record, f, indent=2)
+    os.replace(path + ".tmp", path)
+    print(f"wrote {path}")
   return result
-

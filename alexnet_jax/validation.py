@@ -10,7 +10,7 @@ from alexnet_jax.errors import ConfigError
 # Every key a config may hold, by section. A key not listed is a typo or a stale name.
 KNOWN_KEYS = {
     "": {"seed", "batch_size", "num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps",
-         "checkpoint_every_steps", "checkpoints_to_keep", "init_from", "mesh", "model", "optimizer", "data"},
+         "checkpoint_every_steps", "checkpoints_to_keep", "init_from", "dead_network_steps", "mesh", "model", "optimizer", "data"},
     "mesh": {"data", "model"},
     "optimizer": {"learning_rate", "momentum", "weight_decay", "decay_biases", "schedule", "factor", "patience",
                   "max_reductions", "min_improvement", "step_epochs", "freeze_convs"},
@@ -56,6 +56,8 @@ def validate(config, num_devices: int) -> None:
     raise ConfigError(f"batch_size={config.batch_size} must be positive")
   if config.batch_size % data:
     raise ConfigError(f"batch_size={config.batch_size} is not divisible by the data axis (mesh.data={data})")
+  if config.get("dead_network_steps", 0) < 0:
+    raise ConfigError(f"dead_network_steps={config.dead_network_steps} must be >= 0 (0: never stop a dead network)")
   if config.checkpoints_to_keep < 1:  # orbax would keep none: every save deleted at once
     raise ConfigError(f"checkpoints_to_keep={config.checkpoints_to_keep} must be at least 1")
   if config.num_train_steps <= 0 and config.num_epochs <= 0:

@@ -23,6 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = -1         # -1: once per epoch (the plateau schedule watches these evals)
   config.checkpoint_every_steps = 2000
   config.checkpoints_to_keep = 3
+  config.dead_network_steps = 100      # not in the paper: stop when a layer's units stay zero for every image
+                                       # this many steps (a collapsed net; README); 0: train on regardless
   config.init_from = ""                # fine-tuning: a checkpoint dir, torchvision .pth or Caffe .npy to start from
 
   # §3.2: the net is spread across two GPUs -> two towers on the mesh axis `model`; data parallel over the rest.

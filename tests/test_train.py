@@ -111,7 +111,8 @@ def test_summary_reports_an_impossible_config_in_one_line():
   assert done.stderr.strip().splitlines() == ["alexnet_jax: conv2 has 256 kernels, not divisible into model.towers=3"]
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, signal_name):
   import signal
   import time
 
@@ -124,12 +125,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text().strip():
     assert process.poll() is None and time.time() < deadline, process.communicate()[1][-3000:]
     time.sleep(0.2)
-  process.send_signal(signal.SIGTERM)
+  process.send_signal(getattr(signal, signal_name))
   stdout, stderr = process.communicate(timeout=120)
-  assert process.returncode == 0, stderr[-3000:]
+  assert process.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
   saved = [int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit()]
   assert len(saved) == 1 and 0 < saved[0] < 100000
-  assert f"SIGTERM: saved a checkpoint at step {saved[0]}" in stdout
+  assert f"{signal_name}: saved a checkpoint at step {saved[0]}" in stdout
 
 
 def test_a_workdir_that_cannot_be_made_stops_with_one_line(tiny_demo_config, tmp_path):
