@@ -57,10 +57,10 @@ class Predictor:
     return np.asarray(self.model.activations(self.network_input(stored))[layer])
 
 
-def _network_of(params: dict, config) -> AlexNetSpec:
-  """The config's network, with the class count the weights have."""
+def _network_of(params: dict, config, num_classes: int) -> AlexNetSpec:
+  """The config's network, with the class count the weights have (``pretrained.num_classes_of``)."""
   values = dict(config.model)
-  values["num_classes"] = int(np.prod(np.shape(params["fc8"]["bias"])))
+  values["num_classes"] = num_classes
   spec = AlexNetSpec.from_config(values)
   got = {name: (tuple(np.shape(p["kernel"])), tuple(np.shape(p["bias"]))) for name, p in params.items() if "kernel" in p}
   norms = {name for name, p in params.items() if "scale" in p}
@@ -82,8 +82,8 @@ def _statistics(config, checkpoint: str | None, stored: int, splits) -> stats.Da
 
 def load(config, path: str, mesh=None) -> Predictor:
   """The network of ``config`` with the weights at ``path`` (a checkpoint directory, .pth or .npy)."""
-  params, batch_stats, source = pretrained.read_weights(path)
-  spec = _network_of(params, config)
+  params, batch_stats, source, num_classes = pretrained.read_weights(path)
+  spec = _network_of(params, config, num_classes)
   imported = source in pretrained.CONFIG_OF_SOURCE
   stored = IMPORTED_STORED_SIZE if imported else sources.stored_size_for(spec.image_size, config.data.stored_size)
   splits = lambda: sources.load(config.data, spec.image_size)

@@ -127,7 +127,10 @@ class AlexNetSpec:
     if len(self.conv_features) != len(CONV_LAYERS) or len(self.fc_features) != len(DENSE_LAYERS) - 1:
       raise ConfigError(f"model.conv_features needs {len(CONV_LAYERS)} entries and model.fc_features "
                        f"{len(DENSE_LAYERS) - 1}")
-    for name, features in zip(LAYER_NAMES, self.conv_features + self.fc_features + (self.num_classes,)):
+    if self.num_classes < 1:
+      raise ConfigError(f"model.num_classes must be at least 1, got {self.num_classes}")
+    # fc8 need not divide: its towers are padded (fc8_padding). The hidden layers' towers must be equal.
+    for name, features in zip(LAYER_NAMES, self.conv_features + self.fc_features):
       if features % self.towers:
         raise ConfigError(f"{name} has {features} kernels, not divisible into model.towers={self.towers}")
     if self.lrn_scope not in ("tower", "layer"):
@@ -149,6 +152,21 @@ class AlexNetSpec:
     return 3 if self.overlap_pool else 2  # paper §3.4: z=3, s=2 overlapping; z=s=2 traditional
 
   pool_stride = 2
+
+  @property
+  def fc8_units_per_tower(self) -> int:
+    return -(-self.num_classes // self.towers)
+
+  @property
+  def fc8_padding(self) -> int:
+    """fc8 units beyond ``num_classes`` (0 when the towers divide the classes). They are the last units of
+    the gathered towers (the end of the last tower): zeros from the start, their logits cut off before
+    anything reads them, so no loss reaches them and weight decay keeps them at zero."""
+    return self.towers * self.fc8_units_per_tower - self.num_classes
+
+  def fc8_padding_params(self) -> int:
+    """Parameters of fc8's padding units: held and computed, never read; not in ``num_params``."""
+    return self.fc8_padding * (self.fc_features[-1] + 1)
 
   def feature_map_sizes(self) -> dict[str, int]:
     """Spatial size of each conv layer's output (after its pooling), e.g. conv1: 27 for the paper."""
@@ -173,9 +191,9 @@ class AlexNetSpec:
       shapes[layer.name] = ((t, layer.kernel, layer.kernel, cin, features // t), (t, features // t))
       fan_in = features
     fan_in *= self.feature_map_sizes()[CONV_LAYERS[-1].name] ** 2
-    for layer, features in zip(DENSE_LAYERS, self.fc_features + (self.num_classes,)):
-      shapes[layer.name] = ((t, fan_in, features // t), (t, features // t))
-      fan_in = features
+    for layer, per_tower in zip(DENSE_LAYERS, tuple(f // t for f in self.fc_features) + (self.fc8_units_per_tower,)):
+      shapes[layer.name] = ((t, fan_in, per_tower), (t, per_tower))
+      fan_in = t * per_tower
     return shapes
 
   def norm_shapes(self) -> dict[str, tuple[int, int]]:
@@ -187,7 +205,8 @@ class AlexNetSpec:
 
   def forward_flops(self) -> int:
     """FLOPs (2 x multiply-adds) of one image's forward pass through the convolutions and FC layers;
-    ReLU, LRN and pooling are left out, as is usual for model FLOP utilisation."""
+    ReLU, LRN and pooling are left out, as is usual for model FLOP utilisation. fc8's padding units count:
+    they are computed."""
     shapes, size, flops = self.param_shapes(), self.image_size, 0
     for layer in CONV_LAYERS:
       padding = self.conv1_padding if layer.padding is None else layer.padding
@@ -202,8 +221,15 @@ class AlexNetSpec:
     return flops
 
   def num_params(self) -> int:
+    """The network's parameters; fc8's padding units (``fc8_padding_params``) are held but not counted."""
     weights = sum(int(np.prod(k)) + int(np.prod(b)) for k, b in self.param_shapes().values())
-    return weights + sum(2 * int(np.prod(shape)) for shape in self.norm_shapes().values())  # scale, offset
+    norms = sum(2 * int(np.prod(shape)) for shape in self.norm_shapes().values())  # scale, offset
+    return weights + norms - self.fc8_padding_params()
+
+  def fc8_real_units(self) -> np.ndarray:
+    """``[towers, 1, units per tower]``: True for fc8's class units, False for its padding."""
+    per = self.fc8_units_per_tower
+    return (np.arange(self.towers * per) < self.num_classes).reshape(self.towers, 1, per)
 
 
 def gather_towers(x: jax.Array) -> jax.Array:
@@ -317,6 +343,8 @@ def _device_forward(spec: AlexNetSpec, towers_here: int, capture: bool, train: b
         x = jnp.where(keep_masks[layer.name], x / (1.0 - spec.dropout_rate), 0).astype(x.dtype)
     activations[layer.name] = x
   logits = exchange.gather_towers(x).astype(jnp.float32)  # softmax over both towers' fc8 units
+  if spec.fc8_padding:  # before the loss, softmax or predictions see them: padding units are no classes
+    logits = logits[:, :spec.num_classes]
   return logits, (activations if capture else {}), new_stats
 
 
@@ -342,7 +370,10 @@ def _forward(spec: AlexNetSpec, mesh: Mesh, params, batch_stats, images, dropout
       functools.partial(_device_forward, spec, towers_here, capture, train, exchange), mesh=mesh,
       in_specs=(towers, towers, batch, exchange.spec(sharding.DATA, sharding.MODEL)),
       out_specs=(batch, acts_spec, towers))
-  return forward(params, batch_stats, images, keep_masks)
+  logits, activations, stats = forward(params, batch_stats, images, keep_masks)
+  if capture and spec.fc8_padding:
+    activations["fc8"] = activations["fc8"][:, :spec.num_classes]  # the logits, as from apply
+  return logits, activations, stats
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "mesh", "capture"))
@@ -410,11 +441,17 @@ class AlexNet(nnx.Module):
                    static_argnums=2, out_shardings=sharding.tower_sharding(self.mesh))
     fill = jax.jit(lambda value, shape: jnp.full(shape, value, jnp.float32),
                    static_argnums=1, out_shardings=sharding.tower_sharding(self.mesh))
+    zero_padding = jax.jit(lambda a, real: jnp.where(real, a, 0.0), out_shardings=sharding.tower_sharding(self.mesh))
     for name, (kernel_shape, bias_shape) in self.spec.param_shapes().items():
       # Paper §5: weights from N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
       std = self.spec.init_std if self.spec.init == "paper" else np.sqrt(2.0 / np.prod(kernel_shape[1:-1]))
       bias = biases[name] if self.spec.init == "paper" else 0.0
-      setattr(self, name, TowerLayer(draw(rngs.params(), std, kernel_shape), fill(bias, bias_shape)))
+      kernel, bias = draw(rngs.params(), std, kernel_shape), fill(bias, bias_shape)
+      if name == DENSE_LAYERS[-1].name and self.spec.fc8_padding:
+        # fc8's padding units start at zero: no gradient reaches them and decaying zero leaves zero, so they stay.
+        real = self.spec.fc8_real_units()
+        kernel, bias = zero_padding(kernel, real), zero_padding(bias, real[:, 0])
+      setattr(self, name, TowerLayer(kernel, bias))
     for name, shape in self.spec.norm_shapes().items():
       setattr(self, name, TowerNorm(functools.partial(fill, shape=shape)))
 

@@ -43,9 +43,12 @@ def layer_rows(model_config, model_devices: int) -> tuple[list[dict], int]:
       kernel, bias = spec.param_shapes()[name]
       # A batch-norm layer's scale and offset count with the convolution they follow.
       norm = 2 * int(np.prod(spec.norm_shapes().get(model_lib.norm_name(layer), 0))) if name.startswith("conv") else 0
-      row["params"] = int(np.prod(kernel) + np.prod(bias)) + norm
+      padding = spec.fc8_padding_params() if name == model_lib.DENSE_LAYERS[-1].name else 0
+      row["params"] = int(np.prod(kernel) + np.prod(bias)) + norm - padding  # the padding is no parameter
       towers = ", ".join(f"t{t}->dev{t // per_device}" for t in range(spec.towers))
       row["placement"] = f"{spec.towers} x {int(np.prod(kernel[1:]) + np.prod(bias[1:])):,} ({towers})"
+      if padding:
+        row["placement"] += f"; {_units(spec.fc8_padding)} of padding at the end"
       reads_all = getattr(layer, "reads", model_lib.ALL) == model_lib.ALL
       if reads_all and model_devices > 1:
         row["traffic"] = f"gathers {previous_channels * (model_devices - 1) // model_devices:,} values/image"
@@ -55,10 +58,24 @@ def layer_rows(model_config, model_devices: int) -> tuple[list[dict], int]:
         row["traffic"] = "own tower only"
     previous_channels = int(np.prod(shape))
     rows.append(row)
+  previous_channels = spec.towers * spec.fc8_units_per_tower  # the towers' fc8 units, padding too
   softmax_traffic = (f"gathers {previous_channels * (model_devices - 1) // model_devices:,} values/image"
                      if model_devices > 1 else "reads all towers")
   rows.append({"layer": "softmax", "shape": rows[-1]["shape"], "params": 0, "placement": "", "traffic": softmax_traffic})
   return rows, spec.num_params()
+
+
+def padding_note(spec) -> str:
+  """A line on fc8's padding units (an ``AlexNetSpec``'s) when the towers do not divide the classes, else ''."""
+  if not spec.fc8_padding:
+    return ""
+  return (f"fc8: {spec.num_classes} classes on {spec.towers} towers of {_units(spec.fc8_units_per_tower)}: "
+          f"{_units(spec.fc8_padding)} of padding ({spec.fc8_padding_params():,} parameters, zeros, held and "
+          f"computed, never read), not in the total")
+
+
+def _units(n: int) -> str:
+  return f"{n} unit" + ("" if n == 1 else "s")
 
 
 def format_table(rows: list[dict], total: int, title: str) -> str:
@@ -75,12 +92,18 @@ def format_table(rows: list[dict], total: int, title: str) -> str:
 
 def main(argv):
   del argv
+  from alexnet_jax.model import AlexNetSpec
+
   config = FLAGS.config
   rows, total = layer_rows(config.model, config.mesh.model)
+  spec = AlexNetSpec.from_config(config.model)
   print(format_table(rows, total, f"AlexNet: {config.model.towers} tower(s) on mesh.model={config.mesh.model}, "
                                   f"{config.model.image_size}x{config.model.image_size} input"))
+  if spec.fc8_padding:
+    print(padding_note(spec))
   if config.mesh.model > 1:
-    print(f"each device on the model axis holds {total // config.mesh.model:,} parameters")
+    held = total + spec.fc8_padding_params()  # the padding is held too
+    print(f"each device on the model axis holds {held // config.mesh.model:,} parameters")
 
 
 if __name__ == "__main__":

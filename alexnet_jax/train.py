@@ -197,8 +197,9 @@ def _initialise_from(model: AlexNet, path: str) -> None:
   when the work directory has no checkpoint yet: a resumed run restores its own state over this)."""
   from alexnet_jax import pretrained
 
-  loaded, batch_stats, source = pretrained.read_weights(path)
-  params, taken, fresh = pretrained.merge_for_finetuning(jax.tree.map(np.asarray, model.params()), loaded)
+  loaded, batch_stats, source, classes = pretrained.read_weights(path)
+  params, taken, fresh = pretrained.merge_for_finetuning(jax.tree.map(np.asarray, model.params()), loaded,
+                                                         model.spec.num_classes, classes)
   stats = batch_stats if batch_stats and model.spec.batch_norm else None
   model.load_params(jax.device_put(params, sharding.tower_sharding(model.mesh)),
                     stats and jax.device_put(stats, sharding.tower_sharding(model.mesh)))
@@ -243,6 +244,7 @@ def restore_latest(exp: Experiment, ckpt: checkpointing.Checkpointer, train_iter
       raise ConfigError(f"checkpoint {ckpt.path(step)} was trained with batch_size={saved_batch}, this config has "
                         f"batch_size={exp.config.batch_size}: resuming would move the data position and the "
                         f"schedule; use --config.batch_size={saved_batch} or another --workdir")
+    _check_same_classes(exp.spec, meta, ckpt.path(step))
     for bad_step, reason in unreadable:
       moved = ckpt.move_aside(bad_step)
       print(f"alexnet_jax: warning: checkpoint {ckpt.path(bad_step)} cannot be read ({reason}); moved it to "
@@ -282,6 +284,15 @@ def _check_same_state(exp: Experiment, stored: dict, path: str) -> None:
                       for p in (network or differ)[:2])
   raise ConfigError(f"checkpoint {path} holds {what} than this config's ({details}): check {hint}, "
                     f"or use another --workdir")
+
+
+def _check_same_classes(spec: AlexNetSpec, meta: dict, path: str) -> None:
+  """Stops in one line when the checkpoint at ``path`` was trained for another class count than the config's,
+  which its shapes do not show when fc8's towers are padded. Checkpoints without the record have none."""
+  stored = meta.get("num_classes")
+  if stored is not None and stored != spec.num_classes:
+    raise ConfigError(f"checkpoint {path} was trained for {stored} classes, this config has model.num_classes="
+                      f"{spec.num_classes}: use --config.model.num_classes={stored} or another --workdir")
 
 
 # ----------------------------------------------------------------------------- Train loop
@@ -535,8 +546,10 @@ def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
 
   def save(step: int) -> None:
     checked_health(step, jax.device_get(pending))
+    # A resumed run with another batch size refuses it (restore_latest); the class count is not in fc8's
+    # shape alone when its towers are padded (3 and 4 classes on two towers hold the same arrays).
     meta = {"plateau": exp.plateau.state_dict() if exp.plateau else None, "step": step,
-            "batch_size": config.batch_size}  # a resumed run with another one refuses it (restore_latest)
+            "batch_size": config.batch_size, "num_classes": exp.spec.num_classes}
     if step in eval_at:
       meta["eval"] = eval_at[step]
     needed = _checkpoint_bytes(exp.state)
@@ -631,6 +644,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict[s
   if got != want:
     raise TrainingError(f"the checkpoint in {workdir} holds another network than this config's: layers {got}, "
                         f"expected {want}")
+  _check_same_classes(exp.spec, meta, workdir)
   placed = lambda tree: jax.device_put(tree, sharding.tower_sharding(exp.mesh))
   exp.state["params"] = placed(params)
   if exp.spec.batch_norm:

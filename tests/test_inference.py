@@ -9,7 +9,7 @@ from PIL import Image
 
 from alexnet_jax import checkpointing, classes, inference, model as model_lib, predict, pretrained, sources, train
 from alexnet_jax import visualize
-from alexnet_jax.errors import UserError
+from alexnet_jax.errors import ConfigError, UserError
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +92,11 @@ def test_nearest_neighbours_by_hand_and_a_training_image_finds_itself(tiny_run, 
   assert figure.size == (4 * (64 + visualize.GAP) + visualize.TOWER_GAP + visualize.GAP, 64 + 2 * visualize.GAP)
 
 
-def _four_class_folder(root):
-  """Four classes (fc8 is split over two towers, so an even count), a few 73x73 images each."""
+def _class_folder(root, num_classes=4):
+  """``num_classes`` classes, a few 73x73 images each."""
   rng = np.random.default_rng(0)
   for split, count in (("train", 8), ("val", 2)):
-    for c in range(4):
+    for c in range(num_classes):
       os.makedirs(root / split / f"class{c}")
       for i in range(count):
         image = np.full((73, 73, 3), 50 * c, np.uint8) + rng.integers(0, 40, (73, 73, 3), dtype=np.uint8)
@@ -106,7 +106,7 @@ def _four_class_folder(root):
 def test_fine_tuning_loads_all_but_a_new_head_and_freezes_the_convolutions(tiny_run, tmp_path, capsys):
   source_dir, config = tiny_run
   source, _, _ = checkpointing.read_params(source_dir)
-  _four_class_folder(tmp_path / "data")
+  _class_folder(tmp_path / "data")
   tuned = config.copy_and_resolve_references()
   tuned.data.update(source="folder", data_dir=str(tmp_path / "data"))
   tuned.model.num_classes = 4
@@ -140,3 +140,40 @@ def test_fine_tuning_refuses_another_architecture(tiny_run):
     pretrained.merge_for_finetuning(fresh, source)
   with pytest.raises(UserError, match="does not exist"):
     pretrained.read_weights("/nonexistent/alexnet.pth")
+
+
+def test_three_classes_on_two_towers_fine_tune_train_and_predict_three_classes(tiny_run, tmp_path, capsys):
+  # fc8's towers hold 2 units each; the last is padding. Trained with one tower per device, data-parallel.
+  source_dir, config = tiny_run
+  _class_folder(tmp_path / "data", 3)
+  tuned = config.copy_and_resolve_references()
+  tuned.data.update(source="folder", data_dir=str(tmp_path / "data"))
+  tuned.model.num_classes = 3
+  tuned.init_from = source_dir
+  tuned.mesh.model = 2
+  tuned.batch_size, tuned.num_train_steps = 8, 3
+  workdir = str(tmp_path / "tuned")
+  result = train.train_and_evaluate(tuned, workdir)
+  assert "; new fc8" in capsys.readouterr().out and 0 <= result["eval_top1_error"] <= 1
+  after, _, meta = checkpointing.read_params(workdir)
+  assert meta["num_classes"] == 3 and after["fc8"]["kernel"].shape == (2, 32, 2)
+  # Three steps of gradients, momentum and weight decay left the padding unit at zero; the real units moved.
+  assert not np.any(after["fc8"]["kernel"][1, :, 1]) and after["fc8"]["bias"][1, 1] == 0
+  assert np.all(after["fc8"]["kernel"][:, :, 0] != 0) and np.all(after["fc8"]["kernel"][0, :, 1] != 0)
+
+  # 3 and 4 classes share fc8's shape on two towers: the checkpoint's record tells them apart.
+  assert pretrained.read_weights(workdir)[3] == 3
+  assert pretrained.merge_for_finetuning(after, after, 4, 3)[2] == ["fc8"]  # another task: a fresh head
+  assert pretrained.merge_for_finetuning(after, after, 3, 3)[2] == []
+  four = tuned.copy_and_resolve_references()
+  four.model.num_classes = 4
+  predictor = inference.load(four, workdir)
+  assert predictor.model.spec.num_classes == 3 and predictor.class_names == ["class0", "class1", "class2"]
+  stored = np.stack([predictor.read_image(str(tmp_path / "data" / "val" / f"class{c}" / "0.png")) for c in (0, 2)])
+  probabilities = predictor.probabilities(stored)
+  assert probabilities.shape == (2, 3)
+  np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
+  _class_folder(tmp_path / "four", 4)
+  four.data.data_dir = str(tmp_path / "four")
+  with pytest.raises(ConfigError, match="trained for 3 classes, this config has model.num_classes=4"):
+    train.evaluate_checkpoint(four, workdir)

@@ -83,7 +83,9 @@ def two_gpu_reference(params, x, spec, lrn=None, pool=None):
   flat = jnp.concatenate(h, axis=-1).reshape(x.shape[0], -1)
   for name in ("fc6", "fc7"):
     flat = jnp.concatenate([jax.nn.relu(flat @ p[name]["kernel"][g] + p[name]["bias"][g]) for g in gpus], axis=-1)
-  return jnp.concatenate([flat @ p["fc8"]["kernel"][g] + p["fc8"]["bias"][g] for g in gpus], axis=-1)
+  # fc8: the classes are the first num_classes units of GPU 1's then GPU 2's (any units after them are padding).
+  classes = jnp.concatenate([flat @ p["fc8"]["kernel"][g] + p["fc8"]["bias"][g] for g in gpus], axis=-1)
+  return classes[:, :spec.num_classes]
 
 
 def test_forward_equals_the_two_gpu_wiring_written_out():
@@ -95,10 +97,46 @@ def test_forward_equals_the_two_gpu_wiring_written_out():
   np.testing.assert_allclose(model(x), two_gpu_reference(model.params(), x, spec), rtol=1e-4, atol=1e-4)
 
 
-def test_gradients_equal_autodiff_of_the_two_gpu_wiring_with_plain_ops():
+def test_an_odd_class_count_pads_the_last_tower_and_its_logits_never_count():
+  # 3 classes on two towers: 2 fc8 units each, the second tower's last one padding (zeros from the start).
+  spec = AlexNetSpec.from_config({**TINY_MODEL, "num_classes": 3})
+  assert spec.param_shapes()["fc8"] == ((2, 32, 2), (2, 2)) and spec.fc8_padding == 1
+  model = AlexNet(spec, rngs=nnx.Rngs(3))
+  fc8 = model.params()["fc8"]
+  assert np.all(np.asarray(fc8["kernel"][1, :, 1]) == 0) and float(fc8["bias"][1, 1]) == 0
+  assert np.all(np.asarray(fc8["kernel"][:, :, 0]) != 0) and np.all(np.asarray(fc8["kernel"][0, :, 1]) != 0)
+  # Even a padding unit that is not zero must not show: give it the largest logit there is.
+  params = jax.tree.map(lambda a: a * 30, model.params())
+  params["fc8"]["kernel"] = params["fc8"]["kernel"].at[1, :, 1].set(5.0)
+  params["fc8"]["bias"] = params["fc8"]["bias"].at[1, 1].set(1e6)
+  model.load_params(params)
+  model.eval()
+  x = np.random.default_rng(0).normal(scale=50, size=(3, 64, 64, 3)).astype(np.float32)
+  logits = model(x)
+  assert logits.shape == (3, 3) and model.activations(x)["fc8"].shape == (3, 3)
+  np.testing.assert_allclose(logits, two_gpu_reference(model.params(), x, spec), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(model.activations(x)["fc8"], logits, rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_counts_leave_out_the_padding_and_even_splits_are_unchanged():
+  paper = load_config("paper").model
+  pets = AlexNetSpec.from_config({**paper, "num_classes": 37})  # e.g. 37 pet breeds: 19 + 18 classes
+  assert pets.param_shapes()["fc8"] == ((2, 4096, 19), (2, 19))
+  assert pets.fc8_padding_params() == 4096 + 1
+  assert pets.num_params() == 60_965_224 - (4096 * 1000 + 1000) + (4096 * 37 + 37)  # the real parameters
+  held = sum(int(np.prod(k)) + int(np.prod(b)) for k, b in pets.param_shapes().values())
+  assert held == pets.num_params() + pets.fc8_padding_params()
+  even = AlexNetSpec.from_config({**paper, "num_classes": 38})
+  assert even.param_shapes()["fc8"] == ((2, 4096, 19), (2, 19)) and even.fc8_padding == 0
+  assert AlexNetSpec.from_config({**paper, "num_classes": 3, "towers": 1}).param_shapes()["fc8"] == (
+      (1, 4096, 3), (1, 3))
+
+
+@pytest.mark.parametrize("num_classes", [10, 3])
+def test_gradients_equal_autodiff_of_the_two_gpu_wiring_with_plain_ops(num_classes):
   # Reference: JAX's own gradients of the wiring written out, with XLA's max pooling and LRN from jnp ops
   # (the model has hand-written gradients for both and keeps each tower's maps apart).
-  spec = AlexNetSpec.from_config(TINY_MODEL)
+  spec = AlexNetSpec.from_config({**TINY_MODEL, "num_classes": num_classes})
   model = AlexNet(spec, rngs=nnx.Rngs(4))
   params = jax.tree.map(lambda a: a * 30, model.params())
   x = jnp.asarray(np.random.default_rng(1).normal(scale=50, size=(3, 64, 64, 3)), jnp.float32)
@@ -111,6 +149,8 @@ def test_gradients_equal_autodiff_of_the_two_gpu_wiring_with_plain_ops():
       scale = float(jnp.abs(want[name][kind]).max())
       assert scale > 0, f"{name} {kind}: no gradient reaches it in this test"
       np.testing.assert_allclose(got[name][kind], want[name][kind], rtol=1e-3, atol=1e-4 * scale, err_msg=f"{name} {kind}")
+  if spec.fc8_padding:  # 3 classes: the padding unit (tower 2's last) gets no gradient at all
+    assert not np.any(np.asarray(got["fc8"]["kernel"][1, :, 1])) and float(got["fc8"]["bias"][1, 1]) == 0
 
 
 def test_training_mode_needs_a_dropout_key_and_drops_units():
@@ -132,6 +172,7 @@ def test_fc6_input_follows_the_image_size():
 
 @pytest.mark.parametrize("change, message", [
     ({"towers": 3}, "not divisible into model.towers=3"),
+    ({"num_classes": 0}, "at least 1"),
     ({"image_size": 32}, "too small"),
     ({"lrn_scope": "everywhere"}, "lrn_scope"),
     ({"colour": True}, "unknown model config keys"),

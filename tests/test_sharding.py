@@ -22,15 +22,16 @@ def loss_and_grads(spec, mesh, params, images, labels, key):
   return jax.jit(jax.value_and_grad(loss))(params)
 
 
-@pytest.fixture(scope="module")
-def reference():
-  spec = AlexNetSpec.from_config(TINY_MODEL)
+@pytest.fixture(scope="module", params=[10, 7], ids=["10 classes", "7 classes"])
+def reference(request):
+  # 7 classes on two towers: 4 fc8 units each, the last one padding.
+  spec = AlexNetSpec.from_config({**TINY_MODEL, "num_classes": request.param})
   model = AlexNet(spec, rngs=nnx.Rngs(7), mesh=sharding.make_mesh(1, 1, jax.devices()[:1]))
   params = jax.tree.map(lambda a: a * 20, model.params())  # weights big enough that every layer matters
   model.load_params(params)
   rng = np.random.default_rng(0)
   images = rng.normal(scale=40, size=(8, 64, 64, 3)).astype(np.float32)
-  labels = rng.integers(0, 10, size=8).astype(np.int32)
+  labels = rng.integers(0, spec.num_classes, size=8).astype(np.int32)
   model.eval()
   logits = np.asarray(model(images))
   loss, grads = loss_and_grads(spec, model.mesh, model.params(), jnp.asarray(images), jnp.asarray(labels),
@@ -52,6 +53,7 @@ def test_every_placement_gives_the_same_logits_and_gradients(reference, data, mo
     placed = AlexNet(spec, rngs=nnx.Rngs(0))
   placed.load_params(jax.device_put(params, sharding.tower_sharding(mesh)))
   placed.eval()
+  assert logits.shape == (8, spec.num_classes)
   _close(placed(images), logits)
 
   batch = jax.device_put((jnp.asarray(images), jnp.asarray(labels)), sharding.batch_sharding(mesh))
@@ -61,6 +63,11 @@ def test_every_placement_gives_the_same_logits_and_gradients(reference, data, mo
   for leaf in jax.tree.leaves(got_grads):
     # Gradients stay where their tower lives.
     assert leaf.sharding.is_equivalent_to(sharding.tower_sharding(mesh), leaf.ndim)
+  # No loss reaches fc8's padding units (7 classes: tower 2's last unit), under any placement.
+  padding = ~spec.fc8_real_units()
+  assert padding.sum() == (spec.num_classes == 7)
+  kernel, bias = (np.asarray(got_grads["fc8"][k]) for k in ("kernel", "bias"))
+  assert not np.any(kernel[np.broadcast_to(padding, kernel.shape)]) and not np.any(bias[padding[:, 0]])
 
 
 @pytest.mark.parametrize("data", [1, 2])

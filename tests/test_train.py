@@ -105,6 +105,17 @@ def test_summary_prints_the_paper_total():
   assert "55x55x96" in done.stdout and "6x6x256" in done.stdout
 
 
+def test_summary_of_an_odd_class_count_counts_the_real_parameters_and_names_the_padding():
+  done = run_cli("alexnet_jax.summary", "--config=configs/demo.py", "--config.model.num_classes=3",
+                 "--config.mesh.model=2")
+  assert done.returncode == 0, done.stderr[-3000:]
+  fc8 = next(line for line in done.stdout.splitlines() if line.startswith("fc8 "))
+  assert fc8.split()[1:3] == ["3", f"{4096 * 3 + 3:,}"] and "1 unit of padding" in fc8
+  assert "total parameters: 20,180,355" in done.stdout  # the demo's 20,209,034 with 3 classes instead of 10
+  assert "1 unit of padding (4,097 parameters, zeros, held and computed, never read), not in the total" in done.stdout
+  assert f"each device on the model axis holds {(20_180_355 + 4_097) // 2:,} parameters" in done.stdout
+
+
 def test_summary_reports_an_impossible_config_in_one_line():
   done = run_cli("alexnet_jax.summary", "--config=configs/demo.py", "--config.model.towers=3")
   assert done.returncode == 1
