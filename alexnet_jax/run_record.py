@@ -70,7 +70,8 @@ def recorded_config(workdir: str):
 
   record = read(workdir)
   if record is None:
-    raise UserError(f"{workdir} holds no {RECORD} (no run was started there by this version); give --config")
+    raise UserError(f"give --config: {workdir} holds no {RECORD} to take it from (no run of this version "
+                    f"started there)")
   return ml_collections.ConfigDict(record["config"])
 
 

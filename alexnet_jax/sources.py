@@ -173,6 +173,7 @@ class Splits:
   stored_size: int
   class_names: tuple[str, ...]
   stats_path: str | None = None  # precomputed training-set statistics, if the data came with them
+  empty_classes: tuple[str, ...] = ()  # class directories without a training image (folder data)
 
 
 def stored_size_for(image_size: int, stored_size: int = 0) -> int:
@@ -245,17 +246,18 @@ def folder(directory: str, image_size: int, train_split: str = "train", eval_spl
                       f"{', ...' if len(unknown) > 5 else ''}")
   size = stored_size_for(image_size, stored_size)
   train = FolderSource(train_dir, class_names, size, tuple(train_skipped))
-  # A class the network can never see in training would only mislead the class count; in eval it is fine.
-  empty = [name for name, count in zip(class_names, np.bincount(train.labels, minlength=len(class_names)))
-           if not count]
+  # A class with no training image still takes its label (an ImageNet tree may hold only some classes, for
+  # evaluating a 1000-class network), but is named: it is the likely cause of a class count that surprises.
+  empty = tuple(name for name, count in zip(class_names, np.bincount(train.labels, minlength=len(class_names)))
+                if not count)
   if empty:
-    raise ConfigError(f"{train_dir} has class directories that hold no image files: {', '.join(empty[:5])}"
-                      f"{', ...' if len(empty) > 5 else ''}; remove them or add images")
+    logging.warning("%s has %d class directories that hold no image files: %s%s", train_dir, len(empty),
+                    ", ".join(empty[:5]), ", ..." if len(empty) > 5 else "")
   evaluation = FolderSource(eval_dir, class_names, size, tuple(eval_skipped))
   for split_dir, split in ((train_dir, train), (eval_dir, evaluation)):
     if not len(split):
       raise ConfigError(f"{split_dir} holds no files")
-  return Splits(train, evaluation, len(class_names), size, class_names)
+  return Splits(train, evaluation, len(class_names), size, class_names, empty_classes=empty)
 
 
 def prepared(directory: str, image_size: int) -> Splits:

@@ -173,7 +173,10 @@ def build(config, workdir: str | None = None, resuming: bool = False) -> Experim
   spec = AlexNetSpec.from_config(config.model)
   splits = sources.load(config.data, spec.image_size)
   if splits.num_classes != spec.num_classes:
-    raise TrainingError(f"the data has {splits.num_classes} classes but model.num_classes={spec.num_classes}")
+    empty = splits.empty_classes
+    why = (f" ({len(empty)} of its class directories hold no training image: {', '.join(empty[:5])}"
+           f"{', ...' if len(empty) > 5 else ''}; remove them or add images)") if empty else ""
+    raise TrainingError(f"the data has {splits.num_classes} classes but model.num_classes={spec.num_classes}{why}")
   cache = os.path.join(workdir, "data_stats.npz") if workdir and config.data.source != "digits" else None
   statistics = input_pipeline.training_stats(splits, cache, input_pipeline.data_identity(splits, config.data),
                                              keep=resuming)
@@ -418,7 +421,7 @@ def _open_workdir(workdir: str) -> None:
     raise UserError("--workdir is empty: give the directory for this run's checkpoints and metrics")
   try:
     os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
-    probe = os.path.join(workdir, ".write-test")
+    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
     with open(probe, "w"):
       pass
     os.remove(probe)

@@ -72,26 +72,37 @@ def test_the_skip_warning_names_five_entries_and_counts_the_rest(tmp_path, caplo
   assert message.endswith("dog/d4.png (dangling symlink), ...")
 
 
-def test_a_class_directory_that_links_to_an_ancestor_is_refused_by_name(tmp_path):
+def test_a_class_directory_that_links_to_an_ancestor_is_named_as_empty(tmp_path, caplog):
   data = tmp_path / "data"
   write_tree(data)
-  os.symlink("..", data / "train" / "up")  # a cycle: listing must neither hang nor count it as a class
-  with pytest.raises(ConfigError, match=r"class directories that hold no image files: up;") as error:
-    sources.folder(str(data), 64)
-  assert "\n" not in str(error.value)
+  os.symlink("..", data / "train" / "up")  # a cycle: listing must neither hang nor find images in it
+  with caplog.at_level(logging.WARNING):
+    splits = sources.folder(str(data), 64)
+  assert splits.empty_classes == ("up",)
+  assert f"{data / 'train'} has 1 class directories that hold no image files: up" in warnings_of(caplog)
 
 
-def test_empty_training_class_directories_are_refused_by_name(tmp_path):
+def test_empty_training_class_directories_are_named_where_the_class_count_is_checked(tmp_path, caplog,
+                                                                                      tiny_demo_config):
+  from alexnet_jax import train
+  from alexnet_jax.errors import TrainingError
+
   data = tmp_path / "data"
   write_tree(data)
   os.makedirs(data / "train" / "empty")
   os.makedirs(data / "train" / "hollow" / "sub")  # only a subdirectory and a hidden file
   (data / "train" / "hollow" / ".DS_Store").write_bytes(b"x")
-  with pytest.raises(ConfigError) as error:
-    sources.folder(str(data), 64)
-  message = str(error.value)
-  assert message == (f"{data / 'train'} has class directories that hold no image files: empty, hollow; "
-                     "remove them or add images")
+  with caplog.at_level(logging.WARNING):
+    splits = sources.folder(str(data), 64)
+  assert splits.empty_classes == ("empty", "hollow")
+  assert any("2 class directories that hold no image files: empty, hollow" in m for m in warnings_of(caplog))
+  tiny_demo_config.data.source, tiny_demo_config.data.data_dir = "folder", str(data)
+  tiny_demo_config.model.num_classes = splits.num_classes - 2  # what the user counted: the classes with images
+  with pytest.raises(TrainingError) as error:
+    train.build(tiny_demo_config)
+  assert str(error.value) == (f"the data has {splits.num_classes} classes but model.num_classes="
+                              f"{splits.num_classes - 2} (2 of its class directories hold no training image: "
+                              f"empty, hollow; remove them or add images)")
 
 
 def test_an_empty_class_directory_in_the_eval_split_is_fine(tmp_path):

@@ -175,5 +175,9 @@ def test_three_classes_on_two_towers_fine_tune_train_and_predict_three_classes(t
   np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
   _class_folder(tmp_path / "four", 4)
   four.data.data_dir = str(tmp_path / "four")
+  with pytest.raises(ConfigError, match=r"holds another network than this config's \(model.num_classes=3 there"):
+    train.evaluate_checkpoint(four, workdir)  # the run's record says so first
+  for name in ("run.json", "data_stats.npz"):  # without them (a run of an older version), the checkpoint says so
+    os.remove(os.path.join(workdir, name))
   with pytest.raises(ConfigError, match="trained for 3 classes, this config has model.num_classes=4"):
     train.evaluate_checkpoint(four, workdir)
