@@ -1,9 +1,11 @@
-"""``python -m alexnet_jax.predict --config=CONFIG (--checkpoint=DIR | --weights=FILE) IMAGE...``
+"""``python -m alexnet_jax.predict (--checkpoint=DIR | --weights=FILE) [--config=CONFIG] IMAGE...``
 
 Prints each image's top-5 classes with readable names and probabilities. The config says the network and
-its preprocessing: ``configs/torchvision.py`` for torchvision's ``.pth``, ``configs/caffe.py`` for
-``bvlc_alexnet.npy``, and for a checkpoint the config it was trained with. An unreadable image is reported
-on one line and skipped; the exit status is then 1.
+its preprocessing; without ``--config`` it is a work directory's own (its ``run.json``), or for imported
+weights their source's (``configs/torchvision.py`` for torchvision's ``.pth``, ``configs/caffe.py`` for
+``bvlc_alexnet.npy``). A given ``--config`` must describe the run's network. An unreadable image is reported
+on one line and skipped; the exit status is then 1. A network whose scores are not finite (NaN or inf: it
+diverged) is refused in one line, with no probabilities printed.
 """
 
 from __future__ import annotations
@@ -64,11 +66,11 @@ def main(argv):
 
 if __name__ == "__main__":
   # Defined here, not on import: predict and visualize are also imported side by side (tests).
-  config_flags.DEFINE_config_file("config", None, "Config of the network, e.g. configs/torchvision.py.")
+  config_flags.DEFINE_config_file("config", None, "Config of the network (default: the work directory's run.json, or "
+                                  "configs/torchvision.py or configs/caffe.py for --weights); checked against the run.")
   flags.DEFINE_string("checkpoint", None, "A work directory (or its checkpoints/) of this project.")
   flags.DEFINE_string("weights", None, "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.")
   flags.DEFINE_enum("source", None, ["torchvision", "caffe"], "Where --weights come from (default: by extension).")
   flags.DEFINE_integer("top", 5, "How many classes to print per image.")
   flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
-  flags.mark_flags_as_required(["config"])
   cli.run(main)

@@ -1,10 +1,12 @@
 """Weights from anywhere -> this project's parameters: checkpoints, torchvision ``.pth``, Caffe ``.npy``.
 
 Used by fine-tuning (``--config.init_from=PATH``), prediction and the figures. As a command it turns
-imported weights into a checkpoint that ``--mode=eval``, ``predict`` and ``visualize`` read like any other:
+imported weights into a checkpoint that ``--mode=eval``, ``predict`` and ``visualize`` read like any other,
+with a ``run.json`` that records the source's config (``configs/torchvision.py``, ``configs/caffe.py``), so
+they need no ``--config``:
 
     python -m alexnet_jax.pretrained --weights=alexnet-owt-7be5be79.pth --workdir=runs/torchvision
-    python -m alexnet_jax.main --config=configs/torchvision.py --workdir=runs/torchvision --mode=eval
+    python -m alexnet_jax.main --workdir=runs/torchvision --mode=eval
 """
 
 from __future__ import annotations
@@ -84,16 +86,21 @@ def merge_for_finetuning(fresh: dict, loaded: dict, fresh_classes: int | None = 
 
 
 def save_imported(weights: str, workdir: str) -> str:
-  """Writes ``weights`` (torchvision .pth or Caffe .npy) as step 0 of ``workdir/checkpoints``; returns the
-  config name that describes the network."""
-  from alexnet_jax import checkpointing, config_files, convert, optim, train
+  """Writes ``weights`` (torchvision .pth or Caffe .npy) as step 0 of ``workdir/checkpoints``, and
+  ``workdir/run.json`` with the config that describes the network (its class count the weights'); returns
+  that config's name."""
+  from alexnet_jax import checkpointing, config_files, convert, optim, run_record, train
 
   source = source_of(weights)
   if source not in CONFIG_OF_SOURCE:
     raise UserError(f"{weights} is already a checkpoint directory")
+  if run_record.history_files(workdir):  # another run's record would describe other weights
+    raise UserError(f"{workdir} already holds a run ({', '.join(run_record.history_files(workdir))}); "
+                    f"use an empty --workdir")
   # Written from one device; a checkpoint restores onto any mesh.
   model = convert.from_torchvision(weights) if source == "torchvision" else convert.from_caffe_npy(weights)
   config = config_files.load(CONFIG_OF_SOURCE[source])
+  config.model.num_classes = model.spec.num_classes  # a fine-tuned export may have other classes
   tx, _ = optim.make_optimizer(config.optimizer, 1, 1)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
@@ -103,14 +110,16 @@ def save_imported(weights: str, workdir: str) -> str:
               {"step": 0, "plateau": None, "source": source, "num_classes": model.spec.num_classes})
   finally:
     ckpt.close()
+  # After the checkpoint: a record never describes weights that are not there.
+  run_record.record_config(workdir, config, {"source": source, "weights": os.path.abspath(weights)})
   return CONFIG_OF_SOURCE[source]
 
 
 def main(argv):
   del argv
   name = save_imported(FLAGS.weights, FLAGS.workdir)
-  print(f"wrote {os.path.join(FLAGS.workdir, 'checkpoints', '0')}; evaluate it with\n"
-        f"  python -m alexnet_jax.main --config=configs/{name}.py --workdir={FLAGS.workdir} --mode=eval")
+  print(f"wrote {os.path.join(FLAGS.workdir, 'checkpoints', '0')} and run.json (the network of configs/{name}.py); "
+        f"evaluate it with\n  python -m alexnet_jax.main --workdir={FLAGS.workdir} --mode=eval")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ what a fresh start does with the history of an earlier one.
 ``run.json`` holds the config as given and as resolved, the versions, commit, devices and mesh of every
 start, and each config change made on a resume with the step at which it took effect. A resume that
 changes what the network computes is refused; a change of training values is printed and recorded.
+Weights imported as a checkpoint (``alexnet_jax.pretrained``) get a record without starts, its ``imported``
+saying where they came from.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ NETWORK_KEYS = ("model.", "data.source", "data.name", "data.pixel_scale", "data.
                 "data.stored_size")
 # Changes that cannot alter the network's function although they sit under model.
 NOT_NETWORK_KEYS = ("model.dtype",)
+# Imported weights were trained elsewhere on ImageNet's classes: any copy of that data (TFDS, a folder) evaluates them.
+IMPORTED_FREE_KEYS = ("data.source", "data.name")
 PACKAGES = ("alexnet_jax", "jax", "jaxlib", "flax", "optax", "grain", "orbax-checkpoint", "tensorflow-datasets",
             "ml_collections", "numpy")
 
@@ -75,20 +79,33 @@ def recorded_config(workdir: str):
   return ml_collections.ConfigDict(record["config"])
 
 
-def check_config(workdir: str, config, purpose: str) -> None:
-  """Refuses a config whose network differs from the one recorded in ``workdir`` (for eval and the tools)."""
+def check_config(workdir: str, config, purpose: str, flag: str = "--workdir") -> None:
+  """Refuses a config whose network differs from the one recorded in ``workdir`` (for eval and the tools);
+  ``flag`` names the directory in the message as the tool's command line does."""
   record = read(workdir)
   if record is not None:
-    _refuse_network_changes(workdir, flat(record["config"]), flat(config), purpose)
+    _refuse_network_changes(workdir, record, flat(config), purpose, flag)
 
 
-def _refuse_network_changes(workdir: str, before: dict, now: dict, purpose: str) -> None:
-  changed = [k for k in sorted(set(before) | set(now)) if is_network_key(k) and before.get(k) != now.get(k)]
+def record_config(workdir: str, config, imported: dict) -> None:
+  """Records ``config`` as the run's in a work directory without a record, with no training start: weights
+  imported as a checkpoint, so that eval and the tools read them without --config."""
+  if read(workdir) is not None:
+    raise UserError(f"{os.path.join(workdir, RECORD)} already exists; use an empty --workdir")
+  _write(workdir, {"config": json.loads(config.to_json_best_effort()), "resolved": {}, "starts": [], "changes": [],
+                   "imported": imported})
+
+
+def _refuse_network_changes(workdir: str, record: dict, now: dict, purpose: str, flag: str = "--workdir") -> None:
+  before = flat(record["config"])
+  free = IMPORTED_FREE_KEYS if record.get("imported") else ()
+  changed = [k for k in sorted(set(before) | set(now))
+             if is_network_key(k) and k not in free and before.get(k) != now.get(k)]
   if changed:
     details = ", ".join(f"{k}={_show(before.get(k))} there, {_show(now.get(k))} here" for k in changed[:4])
     fix = " ".join(f"--config.{k}={_flag(before[k])}" for k in changed if k in before)
-    raise ConfigError(f"--workdir={workdir} holds another network than this config's ({details}): "
-                      f"{purpose} with {fix or 'its config'}, or use another --workdir")
+    raise ConfigError(f"{flag}={workdir} holds another network than this config's ({details}): "
+                      f"{purpose} with {fix or 'its config'}, or use another {flag}")
 
 
 def _show(value) -> str:
@@ -158,7 +175,7 @@ def start(workdir: str, config, resolved: dict, mesh, step: int, write: bool) ->
       record["recorded_from_step"] = step
   else:
     before = flat(record["config"])
-    _refuse_network_changes(workdir, before, now, "resume it")
+    _refuse_network_changes(workdir, record, now, "resume it")
     time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     changes = [{"step": step, "key": key, "from": before.get(key), "to": now.get(key), "time": time}
                for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]

@@ -1,12 +1,13 @@
 """The paper's figures from any checkpoint or imported weights.
 
-    python -m alexnet_jax.visualize filters --config=CONFIG --checkpoint=DIR --out=filters.png
-    python -m alexnet_jax.visualize neighbours --config=CONFIG --checkpoint=DIR --out=neighbours.png [IMAGE...]
+    python -m alexnet_jax.visualize filters --checkpoint=DIR --out=filters.png
+    python -m alexnet_jax.visualize neighbours --checkpoint=DIR --out=neighbours.png [IMAGE...]
 
 ``filters``: conv1's kernels, one block per tower (Figure 3: the paper's GPU 1 learned mostly
 colour-agnostic kernels, GPU 2 mostly colour-specific ones). ``neighbours``: for each query image, the
 training images whose last hidden layer (fc7, 4096 units) is nearest in Euclidean distance (Figure 4).
-Queries are the given image files, or ``--queries`` images of the eval split.
+Queries are the given image files, or ``--queries`` images of the eval split. ``--config`` is optional as
+for ``alexnet_jax.predict``: a work directory's ``run.json`` or imported weights' source says it.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ def output_path(out: str) -> str:
 
 def main(argv):
   if len(argv) < 2 or argv[1] not in ("filters", "neighbours"):
-    raise SystemExit("alexnet_jax: usage: python -m alexnet_jax.visualize filters|neighbours --config=... "
-                     "--checkpoint=DIR|--weights=FILE --out=FILE.png [IMAGE...]")
+    raise SystemExit("alexnet_jax: usage: python -m alexnet_jax.visualize filters|neighbours "
+                     "--checkpoint=DIR|--weights=FILE [--config=...] --out=FILE.png [IMAGE...]")
   if (FLAGS.checkpoint is None) == (FLAGS.weights is None):
     raise SystemExit("alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE")
   out = output_path(FLAGS.out)
@@ -136,7 +137,7 @@ def main(argv):
     kernel = np.asarray(predictor.model.params()["conv1"]["kernel"])
     figure = filter_grid(kernel, scale=FLAGS.scale)
   else:
-    figure, _ = neighbours_figure(predictor, FLAGS.config, argv[2:], FLAGS.k, FLAGS.queries, FLAGS.max_train)
+    figure, _ = neighbours_figure(predictor, predictor.config, argv[2:], FLAGS.k, FLAGS.queries, FLAGS.max_train)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   figure.save(out)
   print(f"wrote {out} ({figure.width}x{figure.height})")
@@ -144,7 +145,8 @@ def main(argv):
 
 if __name__ == "__main__":
   # Defined here, not on import: predict and visualize are also imported side by side (tests).
-  config_flags.DEFINE_config_file("config", None, "Config of the network, e.g. configs/demo.py.")
+  config_flags.DEFINE_config_file("config", None, "Config of the network (default: the work directory's run.json, or "
+                                  "configs/torchvision.py or configs/caffe.py for --weights); checked against the run.")
   flags.DEFINE_string("checkpoint", None, "A work directory (or its checkpoints/) of this project.")
   flags.DEFINE_string("weights", None, "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.")
   flags.DEFINE_string("out", None, "Image file to write (.png added when it has no extension).")
@@ -152,5 +154,5 @@ if __name__ == "__main__":
   flags.DEFINE_integer("queries", 5, "neighbours: eval images to use as queries when no IMAGE is given.", lower_bound=1)
   flags.DEFINE_integer("max_train", 2000, "neighbours: training images searched (the first N; -1: all).")
   flags.DEFINE_integer("scale", 4, "filters: pixels per kernel pixel.", lower_bound=1)
-  flags.mark_flags_as_required(["config", "out"])
+  flags.mark_flags_as_required(["out"])
   cli.run(main)

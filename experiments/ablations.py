@@ -7,7 +7,9 @@ Each variant trains in ``WORKDIR/<variant>/`` (checkpoints, metrics.jsonl, like 
 last checkpoint is evaluated with the centre crop and with the paper's 10 crops. A finished variant is not run
 again and an interrupted one resumes from its last checkpoint, so the same command continues a stopped sweep.
 The table goes to ``WORKDIR/results.md`` and ``results.csv``, the curves to ``WORKDIR/curves.png``.
-Variants can run on several machines sharing ``WORKDIR`` (``--only`` on each), then ``--report_only`` anywhere.
+Variants can run on several machines sharing ``WORKDIR`` (``--only`` on each), then ``--report_only`` anywhere:
+it needs only ``--workdir`` (the variants' configs are in their ``config.json`` and ``run.json``); a given
+``--config`` is checked against each reported variant's record.
 """
 
 from __future__ import annotations
@@ -120,6 +122,26 @@ def _add_wall_time(workdir: str, seconds: float) -> None:
 
 
 # ----------------------------------------------------------------------------- Report
+
+def recorded_config(workdir: str):
+  """A variant's config from its own files: the sweep's ``config.json``, else the run's ``run.json``."""
+  import ml_collections
+
+  from alexnet_jax import run_record
+
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  return run_record.recorded_config(workdir)
+
+
+def data_note(config) -> str:
+  data = config.data.name if config.data.name == config.data.source else f"{config.data.source}: {config.data.name}"
+  return ("Data: ImageNet (ILSVRC-2012)." if config.data.name == "imagenet2012" else
+          f"**Not ImageNet**: data `{data}`, {config.model.image_size}x{config.model.image_size} input; a "
+          f"reduced-scale check of the paper's comparisons, not its numbers.")
+
 
 def summarise(name: str, workdir: str, threshold: float) -> dict | None:
   """One row of the table from a finished variant's files; None if it has not finished."""
@@ -238,14 +260,16 @@ def report(workdir: str, names: list[str], command: str, threshold: float, note:
 
 def sweep(base, workdir: str, only: list[str] | None = None, report_only: bool = False, threshold: float = 0.25,
           command: str = "") -> list[dict]:
+  """Runs the chosen variants of ``base`` and reports them; ``base=None`` (report only): the finished
+  variants, each described by its own recorded config."""
   unknown = sorted(set(only or []) - set(VARIANT_NAMES))
   if unknown:
     raise SystemExit(f"ablations: unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANT_NAMES)}")
   chosen = [v for v in VARIANTS if not only or v.name in only]
-  data = base.data.name if base.data.name == base.data.source else f"{base.data.source}: {base.data.name}"
-  note = ("Data: ImageNet (ILSVRC-2012)." if base.data.name == "imagenet2012" else
-          f"**Not ImageNet**: data `{data}`, {base.model.image_size}x{base.model.image_size} input; a "
-          f"reduced-scale check of the paper's comparisons, not its numbers.")
+  if base is None:
+    if not report_only:
+      raise SystemExit("ablations: give --config to train the variants (--report_only needs only --workdir)")
+    return _report_recorded(workdir, chosen, threshold, command)
   ran = []
   for variant in chosen:
     config = variant_config(base, variant)
@@ -264,14 +288,29 @@ def sweep(base, workdir: str, only: list[str] | None = None, report_only: bool =
       print(f"ablations: {variant.name}: {variant.description}", flush=True)
       run_variant(config, os.path.join(workdir, variant.name))
   names = [v.name for v in VARIANTS if v.name in ran or os.path.exists(os.path.join(workdir, v.name, "result.json"))]
-  return report(workdir, names, command, threshold, note)
+  if report_only:  # the table must describe the network this config says it does
+    from alexnet_jax import run_record
+    for variant in VARIANTS:
+      if variant.name in names:
+        run_record.check_config(os.path.join(workdir, variant.name), variant_config(base, variant),
+                                "leave out --config to report it from its run.json, or report it")
+  return report(workdir, names, command, threshold, data_note(base))
+
+
+def _report_recorded(workdir: str, chosen: list[Variant], threshold: float, command: str) -> list[dict]:
+  names = [v.name for v in chosen if os.path.exists(os.path.join(workdir, v.name, "result.json"))]
+  if not names:
+    raise SystemExit(f"ablations: no finished variant in {workdir} to report")
+  # The variants share their data: the first one's config says it.
+  return report(workdir, names, command, threshold, data_note(recorded_config(os.path.join(workdir, names[0]))))
 
 
 flags.DEFINE_string("workdir", None, "Directory for the variants' runs and the results.")
 flags.DEFINE_list("only", [], f"Variants to run (default all): {', '.join(VARIANT_NAMES)}.")
 flags.DEFINE_bool("report_only", False, "Do not train: write the table and plot from the finished variants.")
 flags.DEFINE_float("train_error_threshold", 0.25, "Report the step at which training error first reaches this.")
-config_flags.DEFINE_config_file("config", None, "Base config, e.g. configs/paper.py.", lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Base config, e.g. configs/paper.py (--report_only: optional, "
+                                "checked against the variants' runs).", lock_config=True)
 
 
 def main(argv):
@@ -290,5 +329,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["workdir"])
   cli.run(main, huge_pages=True)
