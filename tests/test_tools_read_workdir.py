@@ -88,8 +88,8 @@ def test_a_workdir_without_a_record_needs_config(trained, pictures, tmp_path):
   workdir = copy_of(trained, tmp_path)
   os.remove(workdir / "run.json")
   done = run_cli("alexnet_jax.predict", f"--checkpoint={workdir}", *pictures, env=ONE_DEVICE)
-  assert last_line(done) == f"alexnet_jax: {workdir} holds no run.json (no run was started there by this version); " \
-                            "give --config"
+  assert last_line(done) == (f"alexnet_jax: give --config: {workdir} holds no run.json to take it from (no run of "
+                             "this version started there)")
 
 
 def test_visualize_filters_without_config(trained, tmp_path):
