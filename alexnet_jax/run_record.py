@@ -121,8 +121,11 @@ def _git_commit() -> str | None:
   it is an installed copy."""
   here = os.path.dirname(os.path.abspath(__file__))
   try:
+    # This file tracked, not merely inside some repository (a virtual environment within a checkout).
+    tracked = subprocess.run(["git", "-C", here, "ls-files", "--error-unmatch", os.path.basename(__file__)],
+                             capture_output=True, text=True, timeout=5)
     commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    if commit.returncode:
+    if tracked.returncode or commit.returncode:
       return None
     dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True, timeout=5).stdout.strip()
