@@ -13,6 +13,7 @@ from alexnet_jax.errors import UserError
 def parse_flags(argv):
   """absl's parser, but a bad flag or ``--config.KEY`` override, or an error in the config file itself, ends
   in one line instead of a traceback."""
+  argv = _bundled_configs(argv)
   try:
     return flags.FLAGS(argv)
   except Exception as error:  # one that is not the user's is raised again as it was
@@ -20,6 +21,21 @@ def parse_flags(argv):
     if message is None:
       raise
     raise SystemExit(f"alexnet_jax: {message}") from None
+
+
+def _bundled_configs(argv: list[str]) -> list[str]:
+  """``--config=configs/NAME.py[:arg]`` names the bundled copy when the working directory has none."""
+  from alexnet_jax import config_files
+
+  out = []
+  for arg in argv:
+    if arg.startswith("--config="):
+      path, colon, rest = arg[len("--config="):].partition(":")
+      copy = config_files.bundled(path)
+      if copy:
+        arg = f"--config={copy}{colon}{rest}"
+    out.append(arg)
+  return out
 
 
 def _parse_error_message(error: Exception, argv) -> str | None:

@@ -9,7 +9,19 @@ from __future__ import annotations
 import importlib.util
 import os
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+# An installed package carries them as alexnet_jax/configs (setup.cfg); a checkout has configs/ beside the package.
+_INSTALLED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+_CHECKOUT_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = _INSTALLED_CONFIGS if os.path.isdir(_INSTALLED_CONFIGS) else _CHECKOUT_CONFIGS
+
+
+def bundled(path: str) -> str | None:
+  """``--config=configs/NAME.py`` given where no such file is (outside a checkout): the bundled copy, or None."""
+  head, name = os.path.split(os.path.normpath(path))
+  if os.path.exists(path) or os.path.basename(head) != "configs" or not name.endswith(".py"):
+    return None
+  candidate = os.path.join(CONFIG_DIR, name)
+  return candidate if os.path.isfile(candidate) else None
 
 
 def load(name: str):

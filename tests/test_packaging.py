@@ -1,0 +1,40 @@
+"""A plain (non-editable) install works outside the checkout: the configs ship inside the package, and
+``--config=configs/NAME.py`` finds the bundled copy where the working directory has none."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_a_wheel_installed_elsewhere_runs_the_commands_with_the_bundled_configs(tmp_path):
+  wheels, site, elsewhere, source = (tmp_path / name for name in ("wheels", "site", "elsewhere", "source"))
+  elsewhere.mkdir()
+  # A copy without build outputs: setuptools reuses a build/ directory, which may hold another version's files.
+  shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", "build", ".git", "*.egg-info", "runs",
+                                                                "__pycache__", ".pytest_cache"))
+  build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w", str(wheels)],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  assert build.returncode == 0, build.stderr[-3000:]
+  wheel, = wheels.glob("alexnet_jax-*.whl")
+  install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                            str(wheel)], capture_output=True, text=True, timeout=600)
+  assert install.returncode == 0, install.stderr[-3000:]
+  assert {p.name for p in (site / "alexnet_jax" / "configs").glob("*.py")} >= {"paper.py", "demo.py",
+                                                                                 "torchvision.py", "caffe.py"}
+  env = {**os.environ, "PYTHONPATH": str(site)}
+  summary = subprocess.run([sys.executable, "-m", "alexnet_jax.summary", "--config=configs/paper.py"], cwd=elsewhere,
+                           capture_output=True, text=True, timeout=600, env=env)
+  assert summary.returncode == 0, summary.stderr[-3000:]
+  assert "60,965,224" in summary.stdout
+  loaded = subprocess.run([sys.executable, "-c", "import alexnet_jax.config_files as c; "
+                           "print(c.CONFIG_DIR); print(c.load('demo').model.image_size)"],
+                          cwd=elsewhere, capture_output=True, text=True, timeout=600, env=env)
+  assert loaded.returncode == 0, loaded.stderr[-3000:]
+  config_dir, image_size = loaded.stdout.split()
+  assert config_dir == str(site / "alexnet_jax" / "configs") and image_size == "64"  # the installed copy
+  missing = subprocess.run([sys.executable, "-m", "alexnet_jax.summary", "--config=configs/nosuch.py"],
+                           cwd=elsewhere, capture_output=True, text=True, timeout=600, env=env)
+  assert missing.returncode != 0 and "Traceback" not in missing.stderr, missing.stderr[-3000:]
