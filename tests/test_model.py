@@ -206,3 +206,23 @@ def test_forward_flops_match_torchvision_documented_count():
   spec = AlexNetSpec.from_config(load_config("torchvision").model)
   assert spec.forward_flops() / 2 / 1e9 == pytest.approx(0.71, abs=0.005)
   assert spec.num_params() == 61_100_840  # torchvision's documented parameter count for AlexNet
+
+
+def test_dropout_drops_at_its_rate_scales_the_kept_units_and_is_off_at_evaluation():
+  # §4.2: each hidden unit of fc6/fc7 is set to zero with probability 0.5 in training; at test time all are
+  # used. Inverted dropout: the kept units are scaled by 1/(1-p) in training instead of x(1-p) at test.
+  spec = AlexNetSpec.from_config({**TINY_MODEL, "dropout_rate": 0.5})
+  model = AlexNet(spec, rngs=nnx.Rngs(0))
+  images = np.random.default_rng(0).normal(scale=40, size=(64, 64, 64, 3)).astype(np.float32)
+  params = model.params()
+  _, evaluated = model_lib.apply(spec, model.mesh, params, images, capture=True)
+  _, trained = model_lib.apply(spec, model.mesh, params, images, dropout_key=jax.random.key(5), capture=True)
+  _, again = model_lib.apply(spec, model.mesh, params, images, capture=True)
+  plain, dropped = np.asarray(evaluated["fc6"]), np.asarray(trained["fc6"])  # fc6 sees no dropout before it
+  np.testing.assert_array_equal(plain, np.asarray(again["fc6"]))  # evaluation is deterministic: nothing dropped
+  active = plain > 0
+  kept = dropped[active] != 0
+  # 64 x 32 units, about all active (fc6's bias is 1): the drop fraction's standard error is ~0.011; 0.05 is 4.5 of it.
+  assert active.sum() > 1500 and abs((1 - kept.mean()) - 0.5) < 0.05
+  np.testing.assert_allclose(dropped[active][kept], plain[active][kept] / (1 - 0.5), rtol=1e-5)
+  assert not np.any(dropped[~active])  # a unit that is off stays off
