@@ -75,9 +75,13 @@ def test_preparation_writes_labelled_paper_resolution_images(fake_ilsvrc, prepar
   # Each stored image is the original's short side rescaled to SIZE and centre-cropped (JPEG-close).
   with tarfile.open(tars / prepare.VAL_TAR) as tar:
     original = images.decode(tar.extractfile("ILSVRC2012_val_00000006.JPEG").read())
-  expected = images.resize_short_side_and_center_crop(original, SIZE)
-  got = splits.eval[5]["image"]
-  assert got.shape == (SIZE, SIZE, 3) and np.abs(got.astype(float) - expected).mean() < 3
+  # A second implementation (PIL's ImageOps.fit: crop to a square first, then resize), and the same with a corner.
+  from PIL import Image, ImageOps
+  fit = lambda centering: np.asarray(ImageOps.fit(Image.fromarray(original), (SIZE, SIZE), Image.Resampling.BILINEAR,
+                                                  centering=centering), np.float64)
+  got = splits.eval[5]["image"].astype(np.float64)
+  assert got.shape == (SIZE, SIZE, 3) and np.abs(got - fit((0.5, 0.5))).mean() < 3  # within JPEG error
+  assert np.abs(got - fit((0.0, 0.0))).mean() > 3 * np.abs(got - fit((0.5, 0.5))).mean()  # not a corner crop
 
 
 def test_statistics_equal_numpy_over_the_stored_images(prepared):
@@ -114,7 +118,9 @@ def test_a_few_training_steps_on_prepared_imagenet(prepared, tmp_path):
   config.mesh.update(data=1, model=2)
   config.data.update(data_dir=str(data_dir), num_workers=0)
   result = train.train_and_evaluate(config, str(tmp_path))
-  assert result["eval_images"] == 6 and 0 <= result["eval_top1_error"] <= 1  # 10-crop test over all six
+  assert result["eval_images"] == 6  # 10-crop test over all six, each counted once
+  wrong = result["eval_top1_error"] * 6
+  assert abs(wrong - round(wrong)) < 1e-6 and np.isfinite(result["eval_loss"])  # whole images, no padding counted
 
 
 def test_data_stored_size_finds_data_stored_at_another_ratio_than_the_papers(prepared):
