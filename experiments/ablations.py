@@ -39,7 +39,7 @@ class Variant:
 
 
 def _one_tower(config) -> dict:
-  # §6.1's one-GPU net: half the kernels in conv1-conv4; conv5 and the FC layers keep their size, so
+  # §3.2's one-GPU net: half the kernels in conv1-conv4; conv5 and the FC layers keep their size, so
   # both nets have about the same number of parameters.
   *first, last = config.model.conv_features
   return {"model.towers": 1, "mesh.model": 1, "model.conv_features": tuple(f // 2 for f in first) + (last,)}
@@ -50,7 +50,7 @@ VARIANTS = (
     Variant("no_lrn", "no local response normalisation (§3.3)", lambda c: {"model.lrn": False}, ("+1.4", "+1.2")),
     Variant("no_overlap", "pooling z=2, s=2 instead of overlapping z=3, s=2 (§3.4)",
             lambda c: {"model.overlap_pool": False}, ("+0.4", "+0.3")),
-    Variant("one_tower", "one tower (one GPU) with half the kernels in conv1-4 (§6.1)", _one_tower, ("+1.7", "+1.2")),
+    Variant("one_tower", "one tower (one GPU) with half the kernels in conv1-4 (§3.2)", _one_tower, ("+1.7", "+1.2")),
     Variant("no_pca", "no PCA colour lighting (§4.1)", lambda c: {"data.pca_lighting": False}, ("> +1", "")),
     Variant("no_dropout", "no dropout in fc6, fc7 (§4.2)", lambda c: {"model.dropout_rate": 0.0}),
     Variant("batch_norm", "batch normalisation in place of LRN (not in the paper)",

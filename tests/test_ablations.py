@@ -25,7 +25,7 @@ def _variant(name):
 def test_variants_change_what_the_paper_changed():
   paper = load_config("paper")
   one = ablations.variant_config(paper, _variant("one_tower"))
-  # §6.1: the one-GPU net halves conv1-conv4 but keeps conv5 and the FC layers.
+  # §3.2: the one-GPU net halves conv1-conv4 but keeps conv5 and the FC layers.
   assert tuple(one.model.conv_features) == (48, 128, 192, 192, 256)
   assert one.model.towers == 1 and one.mesh.model == 1 and tuple(one.model.fc_features) == (4096, 4096)
   assert ablations.variant_config(paper, _variant("no_overlap")).model.overlap_pool is False
