@@ -54,3 +54,19 @@ def tiny_flags():
   return ["--config=configs/demo.py", "--config.batch_size=16", *flags]
 
 
+# One simulated device for command-line runs: a run's mesh is then the same whatever the test process has.
+ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+
+
+def last_line(done):
+  """The one line a command that was refused printed last (after checking it failed without a traceback)."""
+  assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  return done.stderr.strip().splitlines()[-1]
+
+
+def copy_of(workdir, tmp_path):
+  """A copy of a shared work directory for one test to change."""
+  import shutil
+  target = tmp_path / "run"
+  shutil.copytree(workdir, target)
+  return target

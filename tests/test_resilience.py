@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from alexnet_jax import metrics
-from conftest import ROOT, run_cli, tiny_flags
+from conftest import ONE_DEVICE, ROOT, copy_of, last_line, run_cli, tiny_flags
 
-ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 STEPS = 300
 RUN = [*tiny_flags(), f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=20",
        "--config.eval_every_steps=100", "--config.log_every_steps=1"]
@@ -98,17 +97,6 @@ def checkpointed(tmp_path_factory):
   assert done.returncode == 0, done.stderr[-3000:]
   assert complete_checkpoints(workdir) == [2, 4, 6]
   return workdir
-
-
-def copy_of(checkpointed, tmp_path):
-  workdir = tmp_path / "run"
-  shutil.copytree(checkpointed, workdir)
-  return workdir
-
-
-def last_line(done):
-  assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
-  return done.stderr.strip().splitlines()[-1]
 
 
 def flip_bytes(path):

@@ -4,7 +4,6 @@ the run's record, a dead network caught, history never cut."""
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,10 +15,8 @@ import pytest
 from PIL import Image
 
 from alexnet_jax import checkpointing, input_pipeline, metrics, run_record, sources, train
-from alexnet_jax.errors import ConfigError, TrainingError, UserError
-from conftest import ROOT, run_cli, tiny_flags
-
-ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+from alexnet_jax.errors import ConfigError, TrainingError
+from conftest import ONE_DEVICE, ROOT, copy_of, last_line, run_cli, tiny_flags
 
 
 def records(workdir):
@@ -28,11 +25,6 @@ def records(workdir):
 
 def saved_steps(workdir):
   return checkpointing.saved_steps(str(workdir))
-
-
-def last_line(done):
-  assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
-  return done.stderr.strip().splitlines()[-1]
 
 
 # ----------------------------------------------------------------------------- non-finite scores
@@ -111,13 +103,6 @@ def trained(tmp_path_factory):
                  "--config.optimizer.schedule=constant", env=ONE_DEVICE)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir
-
-
-def copy_of(workdir, tmp_path):
-  import shutil
-  target = tmp_path / "run"
-  shutil.copytree(workdir, target)
-  return target
 
 
 def test_the_first_start_records_config_versions_devices_and_mesh(trained):

@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import load_config, run_cli, tiny_flags
-
-ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-
-
-def last_line(done):
-  assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
-  return done.stderr.strip().splitlines()[-1]
+from conftest import ONE_DEVICE, copy_of, last_line, load_config, run_cli, tiny_flags
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +33,6 @@ def pictures(tmp_path_factory):
     paths.append(str(folder / f"p{i}.png"))
     Image.fromarray(rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)).save(paths[-1])
   return paths
-
-
-def copy_of(workdir, tmp_path):
-  target = tmp_path / "run"
-  shutil.copytree(workdir, target)
-  return target
 
 
 def test_predict_without_config_reads_the_run_and_a_given_one_must_match(trained, pictures):
