@@ -74,8 +74,9 @@ def _drop_lines_after(path: str, step: int) -> None:
   with open(path) as f:
     raw = f.readlines()
   lines = [line if line.endswith("\n") else line + "\n" for line in raw if line.strip()]
-  garbled = [i + 1 for i, line in enumerate(lines) if _parse(line) is None]
-  kept = [line for line in lines if (_parse(line) or {"step": step + 1})["step"] <= step]
+  parsed = [_parse(line) for line in lines]
+  garbled = [i + 1 for i, record in enumerate(parsed) if record is None]
+  kept = [line for line, record in zip(lines, parsed) if record is not None and record["step"] <= step]
   if garbled:
     print(f"alexnet_jax: warning: dropped {len(garbled)} unreadable line(s) of {path} (line "
           f"{', '.join(map(str, garbled[:3]))}{', ...' if len(garbled) > 3 else ''})", file=sys.stderr, flush=True)

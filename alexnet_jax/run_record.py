@@ -156,20 +156,25 @@ def environment(mesh) -> dict:
           "mesh": dict(mesh.shape)}
 
 
-def _write(workdir: str, record: dict) -> None:
-  path = os.path.join(workdir, RECORD)
+def write_json(path: str, value) -> None:
+  """Writes ``value`` whole, then renames: never half a file under the real name."""
   with open(path + ".tmp", "w") as f:
-    json.dump(record, f, indent=2)
-  os.replace(path + ".tmp", path)  # never half a record under the real name
+    json.dump(value, f, indent=2)
+  os.replace(path + ".tmp", path)
 
 
-def start(workdir: str, config, resolved: dict, mesh, step: int, write: bool) -> list[dict]:
-  """Records this start in ``workdir/run.json``. The first start writes the config; a resume at ``step``
-  refuses a changed network (ConfigError) and returns each changed training value as ``{step, key, from,
-  to, time}``, which it appends to the record's ``changes``. ``write=False`` (processes other than 0)
-  only checks."""
+def _write(workdir: str, record: dict) -> None:
+  write_json(os.path.join(workdir, RECORD), record)
+
+
+def start(workdir: str, config, resolved: dict, mesh, step: int, resuming: bool, write: bool) -> list[dict]:
+  """Records this start in ``workdir/run.json``. A fresh start writes the config; a resume at ``step``
+  (whose network ``check_config`` has already compared) returns each changed training value as ``{step, key,
+  from, to, time}``, which it appends to the record's ``changes``. ``write=False`` (processes other than 0)
+  writes nothing. A fresh start never reads an earlier record: process 0 moves it aside, perhaps after
+  another process got here."""
   now = flat(config)
-  record = read(workdir)
+  record = read(workdir) if resuming else None
   changes = []
   if record is None:
     record = {"config": json.loads(config.to_json_best_effort()), "resolved": resolved, "starts": [],
@@ -178,7 +183,6 @@ def start(workdir: str, config, resolved: dict, mesh, step: int, write: bool) ->
       record["recorded_from_step"] = step
   else:
     before = flat(record["config"])
-    _refuse_network_changes(workdir, record, now, "resume it")
     time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     changes = [{"step": step, "key": key, "from": before.get(key), "to": now.get(key), "time": time}
                for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]

@@ -339,10 +339,15 @@ class _Preemption:
       signal.signal(signum, previous)
 
 
+def _kept(latest: int | None) -> str:
+  """What a run that stops without saving leaves behind."""
+  return f"the latest checkpoint, step {latest}, is kept" if latest is not None else "no checkpoint yet"
+
+
 def _check_finite(host_metrics: list[dict], first_step: int, params_finite: bool, latest: int | None) -> None:
   """Stops the run on the first non-finite loss, or non-finite weights after the last step, before
   anything is saved."""
-  kept = f"the latest checkpoint, step {latest}, is kept" if latest is not None else "no checkpoint yet"
+  kept = _kept(latest)
   for i, m in enumerate(host_metrics):
     if not math.isfinite(m["train_loss"]):
       raise TrainingError(f"training diverged at step {first_step + i} (loss {m['train_loss']}); stopped without "
@@ -394,7 +399,7 @@ class DeadNetworkWatch:
   def error(self, step: int, loss: float, latest: int | None) -> TrainingError:
     exp = self.exp
     chance = math.log(exp.spec.num_classes)
-    kept = f"the latest checkpoint, step {latest}, is kept" if latest is not None else "no checkpoint was saved"
+    kept = _kept(latest)
     return TrainingError(
         f"the network stopped learning: {self.dead[0]}'s units are zero for every image from step {self.first_dead} "
         f"to {step}, so no gradient reaches {self.dead[0]} or below (train loss {loss:.4f}; chance is "
@@ -505,7 +510,7 @@ def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
     ckpt.close()
     input_pipeline.close(train_iter)
     raise
-  changes = run_record.start(workdir, config, _resolved(exp), exp.mesh, start_step, write=is_main)
+  changes = run_record.start(workdir, config, _resolved(exp), exp.mesh, start_step, resuming, write=is_main)
   _apply_changed_learning_rate(exp, changes)
   writer = metrics.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
   if is_main:
@@ -587,9 +592,7 @@ def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
 
       if step % eval_every == 0 or step == exp.num_steps:
         last_eval = exp.evaluate(eval_step) | {"epoch": step / exp.steps_per_epoch}
-        latest = ckpt.latest_step()
-        check_eval_finite(last_eval, step, "the network", "; stopped without saving, " + (
-            f"the latest checkpoint, step {latest}, is kept" if latest is not None else "no checkpoint yet"))
+        check_eval_finite(last_eval, step, "the network", f"; stopped without saving, {_kept(ckpt.latest_step())}")
         eval_at = {step: {k: float(last_eval[k]) for k in ("eval_top1_error", "eval_top5_error", "eval_loss")}}
         if exp.plateau is not None:
           learning_rate = exp.plateau.update(last_eval["eval_top1_error"])
@@ -663,8 +666,6 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict[s
               "top5_error": float(result["eval_top5_error"]), "loss": float(result["eval_loss"]),
               "images": int(result["eval_images"]), "skipped_images": int(result["eval_skipped_images"]),
               "split": config.data.eval_split}
-    with open(path + ".tmp", "w") as f:
-      json.dump(record, f, indent=2)
-    os.replace(path + ".tmp", path)
+    run_record.write_json(path, record)
     print(f"wrote {path}")
   return result
