@@ -11,3 +11,9 @@ class ConfigError(UserError, ValueError):
 
 class TrainingError(UserError, RuntimeError):
   """A run that must stop (non-finite loss, data that does not fit the config, nothing to evaluate)."""
+
+
+def listed(items, shown: int = 5) -> str:
+  """The first ``shown`` items, comma-separated, and ", ..." when there are more: a long list stays one line."""
+  items = [str(item) for item in items]
+  return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alexnet_jax.errors import listed
+
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Per-example softmax cross-entropy (the paper's multinomial logistic regression objective)."""
@@ -79,7 +81,7 @@ def _drop_lines_after(path: str, step: int) -> None:
   kept = [line for line, record in zip(lines, parsed) if record is not None and record["step"] <= step]
   if garbled:
     print(f"alexnet_jax: warning: dropped {len(garbled)} unreadable line(s) of {path} (line "
-          f"{', '.join(map(str, garbled[:3]))}{', ...' if len(garbled) > 3 else ''})", file=sys.stderr, flush=True)
+          f"{listed(garbled, 3)})", file=sys.stderr, flush=True)
   if kept != raw:  # also ends a last line that lacks its newline before anything is appended to it
     with open(path + ".tmp", "w") as f:
       f.writelines(kept)

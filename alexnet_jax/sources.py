@@ -16,7 +16,7 @@ from absl import logging
 
 from alexnet_jax import images
 
-from alexnet_jax.errors import ConfigError
+from alexnet_jax.errors import ConfigError, listed
 
 
 class ArraySource:
@@ -77,10 +77,10 @@ class FolderSource(_DecodingSource):
         labels += [label] * len(entries)
     self.labels = np.asarray(labels, np.int32)
     if skipped:
-      shown = ", ".join(f"{os.path.relpath(path, directory)} ({why})" for path, why in skipped[:5])
-      logging.warning("skipping %d %s under %s that %s not image files or class directories: %s%s", len(skipped),
+      shown = listed(f"{os.path.relpath(path, directory)} ({why})" for path, why in skipped)
+      logging.warning("skipping %d %s under %s that %s not image files or class directories: %s", len(skipped),
                       "entry" if len(skipped) == 1 else "entries", directory, "is" if len(skipped) == 1 else "are",
-                      shown, ", ..." if len(skipped) > 5 else "")
+                      shown)
 
   def __len__(self) -> int:
     return len(self.files)
@@ -242,8 +242,7 @@ def folder(directory: str, image_size: int, train_split: str = "train", eval_spl
     raise ConfigError(f"{train_dir} has no class directories")
   unknown = sorted(set(_entries(eval_dir, eval_skipped, want_dirs=True)) - set(class_names))
   if unknown:  # their images would have no label the network knows
-    raise ConfigError(f"{eval_dir} has class directories that {train_dir} lacks: {', '.join(unknown[:5])}"
-                      f"{', ...' if len(unknown) > 5 else ''}")
+    raise ConfigError(f"{eval_dir} has class directories that {train_dir} lacks: {listed(unknown)}")
   size = stored_size_for(image_size, stored_size)
   train = FolderSource(train_dir, class_names, size, tuple(train_skipped))
   # A class with no training image still takes its label (an ImageNet tree may hold only some classes, for
@@ -251,8 +250,8 @@ def folder(directory: str, image_size: int, train_split: str = "train", eval_spl
   empty = tuple(name for name, count in zip(class_names, np.bincount(train.labels, minlength=len(class_names)))
                 if not count)
   if empty:
-    logging.warning("%s has %d class directories that hold no image files: %s%s", train_dir, len(empty),
-                    ", ".join(empty[:5]), ", ..." if len(empty) > 5 else "")
+    logging.warning("%s has %d class directories that hold no image files: %s", train_dir, len(empty),
+                    listed(empty))
   evaluation = FolderSource(eval_dir, class_names, size, tuple(eval_skipped))
   for split_dir, split in ((train_dir, train), (eval_dir, evaluation)):
     if not len(split):

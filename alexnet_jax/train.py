@@ -27,7 +27,7 @@ from flax import nnx
 from alexnet_jax import (checkpointing, compiler, input_pipeline, metrics, optim, preprocess, run_record, sharding,
                          sources, validation)
 from alexnet_jax import model as model_lib
-from alexnet_jax.errors import ConfigError, TrainingError, UserError
+from alexnet_jax.errors import ConfigError, TrainingError, UserError, listed
 from alexnet_jax.model import AlexNet, AlexNetSpec
 
 State = dict  # {'step': int32 scalar, 'params': {...}, 'opt_state': optax state[, 'batch_stats': {...}]}
@@ -174,8 +174,8 @@ def build(config, workdir: str | None = None, resuming: bool = False) -> Experim
   splits = sources.load(config.data, spec.image_size)
   if splits.num_classes != spec.num_classes:
     empty = splits.empty_classes
-    why = (f" ({len(empty)} of its class directories hold no training image: {', '.join(empty[:5])}"
-           f"{', ...' if len(empty) > 5 else ''}; remove them or add images)") if empty else ""
+    why = (f" ({len(empty)} of its class directories hold no training image: {listed(empty)}; remove them or "
+           f"add images)") if empty else ""
     raise TrainingError(f"the data has {splits.num_classes} classes but model.num_classes={spec.num_classes}{why}")
   cache = os.path.join(workdir, "data_stats.npz") if workdir and config.data.source != "digits" else None
   statistics = input_pipeline.training_stats(splits, cache, input_pipeline.data_identity(splits, config.data),
