@@ -25,7 +25,8 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from alexnet_jax import cli, host_memory
+from alexnet_jax import cli
+from alexnet_jax.platform import host_memory
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.", lock_config=False)
@@ -47,7 +48,7 @@ def synthetic_prepared(directory: str, count: int, size: int = 256) -> str:
   """A prepared-format dataset of ``count`` photo-like JPEGs: smooth structure plus fine detail."""
   from PIL import Image
 
-  from alexnet_jax import images, sources, stats as stats_lib
+  from alexnet_jax.data import images, sources, stats as stats_lib
   from array_record.python.array_record_module import ArrayRecordWriter
 
   out = os.path.join(directory, f"synthetic-{size}")
@@ -69,7 +70,7 @@ def synthetic_prepared(directory: str, count: int, size: int = 256) -> str:
 
 
 def time_host_pipeline(splits, config, workers: int, batches: int) -> float:
-  from alexnet_jax import input_pipeline
+  from alexnet_jax.data import input_pipeline
 
   config = config.copy_and_resolve_references()
   config.data.num_workers = workers
@@ -90,7 +91,7 @@ def time_device_half(splits, config, batches: int) -> float:
   import jax
   import jax.numpy as jnp
 
-  from alexnet_jax import input_pipeline, preprocess
+  from alexnet_jax.data import input_pipeline, preprocess
 
   consts = preprocess.constants(input_pipeline.training_stats(splits))
   size, n = config.model.image_size, config.batch_size
@@ -105,7 +106,7 @@ def time_device_half(splits, config, batches: int) -> float:
 
 
 def input_benchmark(config, synthetic: int, batches: int, workers: int) -> dict:
-  from alexnet_jax import sources
+  from alexnet_jax.data import sources
 
   with tempfile.TemporaryDirectory() as tmp:
     if synthetic:
@@ -151,7 +152,10 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   import jax
   from flax import nnx
 
-  from alexnet_jax import input_pipeline, optim, preprocess, sharding, sources, stats as stats_lib, train
+  from alexnet_jax import sharding
+  from alexnet_jax.data import input_pipeline, preprocess, sources, stats as stats_lib
+  from alexnet_jax.training import optim, steps
+  from alexnet_jax.training.state import initial_state
   from alexnet_jax.model import AlexNet, AlexNetSpec
 
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
@@ -163,7 +167,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   consts = preprocess.constants(stats, mesh)
   model = AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh)
   tx = optim.paper_sgd(config.optimizer.learning_rate, config.optimizer.momentum, config.optimizer.weight_decay)
-  state = train.initial_state(model, tx)
+  state = initial_state(model, tx)
   rng = np.random.default_rng(0)
   host = {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
           "offset": np.tile(np.array([[(stored - size) // 2, (stored - size) // 2, 0]], np.int32), (n, 1)),
@@ -175,7 +179,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   eval_batch = sharding.global_batch(mesh, eval_host, n)
   key = jax.random.key(0)
 
-  train_step = train.make_train_step(spec, mesh, tx, config.data.pixel_scale)
+  train_step = steps.make_train_step(spec, mesh, tx, config.data.pixel_scale)
   start = time.perf_counter()
   compiled = train_step.lower(state, batch, key, consts).compile()
   compile_seconds = time.perf_counter() - start
@@ -191,7 +195,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
 
   run_train(2)  # warm-up
   train_rate = _median_rate(run_train, n, steps, repeats)
-  eval_step = train.make_eval_step(spec, mesh, config.data.pixel_scale)
+  eval_step = steps.make_eval_step(spec, mesh, config.data.pixel_scale)
   params_now, stats_now = holder["state"]["params"], holder["state"].get("batch_stats")
 
   def run_eval(k):
@@ -242,14 +246,14 @@ def main(argv):
   import jax
   from absl import logging
 
-  from alexnet_jax import validation
+  from alexnet_jax import config_files
 
   logging.set_verbosity(logging.WARNING)
   # A batch of 0 or a mesh that cannot be ends in one line, not in a ZeroDivisionError after compiling.
   checked = FLAGS.config.copy_and_resolve_references()
   if FLAGS.input_only:  # makes no mesh: the config's need not fit this machine's devices
     checked.mesh.data = checked.mesh.model = 1
-  validation.validate(checked, 1 if FLAGS.input_only else jax.device_count())
+  config_files.validate(checked, 1 if FLAGS.input_only else jax.device_count())
   if FLAGS.input_only:
     input_benchmark(FLAGS.config, FLAGS.synthetic, FLAGS.batches, FLAGS.workers)
   else:

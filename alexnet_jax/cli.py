@@ -6,7 +6,7 @@ import traceback
 
 from absl import app, flags, logging
 
-from alexnet_jax import host_memory
+from alexnet_jax.platform import host_memory
 from alexnet_jax.errors import UserError
 
 

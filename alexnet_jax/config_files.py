@@ -1,4 +1,5 @@
-"""The experiment configs, ``configs/NAME.py``, loaded by their path.
+"""The experiment configs, ``configs/NAME.py``: loaded by their path, and checked against the devices before
+anything is read or compiled (one clear line per problem).
 
 Not imported as modules: a ``configs/`` directory on ``sys.path`` would let ``configs/torchvision.py``
 shadow the real torchvision package.
@@ -6,8 +7,11 @@ shadow the real torchvision package.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
+
+from alexnet_jax.errors import ConfigError
 
 # An installed package carries them as alexnet_jax/configs (setup.cfg); a checkout has configs/ beside the package.
 _INSTALLED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -31,3 +35,84 @@ def load(name: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+# Every key a config may hold, by section. A key not listed is a typo or a stale name.
+KNOWN_KEYS = {
+    "": {"seed", "batch_size", "num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps",
+         "checkpoint_every_steps", "checkpoints_to_keep", "init_from", "dead_network_steps", "mesh", "model", "optimizer", "data"},
+    "mesh": {"data", "model"},
+    "optimizer": {"learning_rate", "momentum", "weight_decay", "decay_biases", "schedule", "factor", "patience",
+                  "max_reductions", "min_improvement", "step_epochs", "freeze_convs"},
+    "data": {"source", "name", "data_dir", "train_split", "eval_split", "num_workers", "random_flip",
+             "pca_lighting", "lighting_std", "eval_views", "pixel_scale", "mean_rgb", "std_rgb", "stored_size"},
+}
+
+
+def _check_keys(config) -> None:
+  from alexnet_jax.model import AlexNetSpec
+
+  known = {**KNOWN_KEYS, "model": {f.name for f in dataclasses.fields(AlexNetSpec)}}
+  for section, keys in known.items():
+    node = config if not section else config.get(section)
+    if node is None:
+      raise ConfigError(f"the config has no '{section}' section")
+    unknown = sorted(set(node.keys()) - keys)
+    if unknown:
+      where = f"{section}." if section else ""
+      raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+                        f"known: {', '.join(sorted(where + k for k in keys))}")
+
+
+def validate(config, num_devices: int) -> None:
+  """Raises ConfigError for the first impossible setting: unknown keys, mesh against ``num_devices``,
+  batch against the data axis, towers against the model axis, and the model's own constraints."""
+  from alexnet_jax.model import AlexNetSpec
+
+  _check_keys(config)
+  data, model = config.mesh.data, config.mesh.model
+  if model < 1 or num_devices % model:
+    hint = "; --config.mesh.model=1 puts both towers on each device" if model > 1 else ""
+    raise ConfigError(f"mesh.model={model} must be a positive divisor of the {num_devices} available devices{hint}")
+  if data == -1:
+    data = num_devices // model
+  if data < 1 or data * model > num_devices:
+    raise ConfigError(f"mesh data={data} x model={model} needs {data * model} devices, "
+                      f"only {num_devices} available")
+  if config.model.towers % model:
+    raise ConfigError(f"model.towers={config.model.towers} cannot be split over mesh.model={model} devices "
+                      f"(each device on the model axis must hold whole towers)")
+  if config.batch_size < 1:
+    raise ConfigError(f"batch_size={config.batch_size} must be positive")
+  if config.batch_size % data:
+    raise ConfigError(f"batch_size={config.batch_size} is not divisible by the data axis (mesh.data={data})")
+  if config.get("dead_network_steps", 0) < 0:
+    raise ConfigError(f"dead_network_steps={config.dead_network_steps} must be >= 0 (0: never stop a dead network)")
+  if config.checkpoints_to_keep < 1:  # orbax would keep none: every save deleted at once
+    raise ConfigError(f"checkpoints_to_keep={config.checkpoints_to_keep} must be at least 1")
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
+  for key in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+    if config[key] == 0 or config[key] < -1:
+      raise ConfigError(f"{key}={config[key]} must be positive, or -1 for once per epoch")
+  if config.optimizer.learning_rate <= 0:
+    raise ConfigError(f"optimizer.learning_rate={config.optimizer.learning_rate} must be positive")
+  for key in ("momentum", "weight_decay"):
+    if config.optimizer[key] < 0:
+      raise ConfigError(f"optimizer.{key}={config.optimizer[key]} must not be negative")
+  if config.data.eval_views not in (1, 10):
+    raise ConfigError(f"data.eval_views must be 1 (centre crop) or 10 (the paper's 10 crops), got {config.data.eval_views}")
+  for key in ("mean_rgb", "std_rgb"):
+    if len(config.data[key]) not in (0, 3):
+      raise ConfigError(f"data.{key} must be empty or three values (R, G, B), got {tuple(config.data[key])}")
+  if len(config.data.std_rgb) and min(config.data.std_rgb) <= 0:
+    raise ConfigError(f"data.std_rgb values must be positive, got {tuple(config.data.std_rgb)}")
+  if config.init_from and not os.path.exists(config.init_from):
+    raise ConfigError(f"init_from: {config.init_from} does not exist")
+  stored = config.data.stored_size
+  if stored < 0 or 0 < stored < config.model.image_size:
+    raise ConfigError(f"data.stored_size={stored} must be 0 (from model.image_size) or at least "
+                      f"model.image_size={config.model.image_size}")
+  if config.data.num_workers < 0:
+    raise ConfigError(f"data.num_workers={config.data.num_workers} must be >= 0")
+  AlexNetSpec.from_config(config.model)

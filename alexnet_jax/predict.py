@@ -53,7 +53,7 @@ def main(argv):
     raise SystemExit("alexnet_jax: give one or more image files to classify")
   if (FLAGS.checkpoint is None) == (FLAGS.weights is None):
     raise SystemExit("alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE")
-  from alexnet_jax import inference, pretrained
+  from alexnet_jax.weights import inference, pretrained
   from alexnet_jax.errors import UserError
 
   if FLAGS.weights and FLAGS.source and pretrained.source_of(FLAGS.weights) != FLAGS.source:

@@ -30,7 +30,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import cli, images, sources, stats as stats_lib
+from alexnet_jax import cli
+from alexnet_jax.data import images, sources, stats as stats_lib
 from alexnet_jax.errors import UserError
 
 FLAGS = flags.FLAGS

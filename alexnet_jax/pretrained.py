@@ -1,134 +1,33 @@
-"""Weights from anywhere -> this project's parameters: checkpoints, torchvision ``.pth``, Caffe ``.npy``.
+"""``python -m alexnet_jax.pretrained --weights=FILE --workdir=DIR``: imported weights as a checkpoint.
 
-Used by fine-tuning (``--config.init_from=PATH``), prediction and the figures. As a command it turns
-imported weights into a checkpoint that ``--mode=eval``, ``predict`` and ``visualize`` read like any other,
-with a ``run.json`` that records the source's config (``configs/torchvision.py``, ``configs/caffe.py``), so
-they need no ``--config``:
+Writes torchvision's ``.pth`` or Caffe's ``.npy`` as step 0 of ``DIR/checkpoints``, with a ``run.json`` that
+records the source's config (``configs/torchvision.py``, ``configs/caffe.py``), so that ``--mode=eval``,
+``predict`` and ``visualize`` read it like any other run, without ``--config``:
 
     python -m alexnet_jax.pretrained --weights=alexnet-owt-7be5be79.pth --workdir=runs/torchvision
     python -m alexnet_jax.main --workdir=runs/torchvision --mode=eval
 """
 
-from __future__ import annotations
-
 import os
 
-import numpy as np
+from absl import flags
 
-from alexnet_jax.errors import UserError
+from alexnet_jax import cli
 
-# Where each kind of weights comes from, and the config that describes its network and preprocessing.
-CONFIG_OF_SOURCE = {"torchvision": "torchvision", "caffe": "caffe"}
-HEAD = "fc8"
-
-
-def source_of(path: str) -> str:
-  """'checkpoint' (a directory), 'torchvision' (.pth/.pt) or 'caffe' (.npy)."""
-  if os.path.isdir(path):
-    return "checkpoint"
-  if not os.path.exists(path):
-    raise UserError(f"{path} does not exist")
-  extension = os.path.splitext(path)[1].lower()
-  if extension in (".pth", ".pt"):
-    return "torchvision"
-  if extension == ".npy":
-    return "caffe"
-  raise UserError(f"{path}: expected a checkpoint directory, torchvision's .pth or Caffe's bvlc_alexnet.npy")
-
-
-def num_classes_of(params: dict, meta: dict | None = None) -> int:
-  """The class count of stored weights: the checkpoint's record of it, else fc8's units. fc8's towers may
-  be padded (``AlexNetSpec.fc8_padding``), so its shape alone can hold more units than classes; weights
-  without the record (imported ones, checkpoints from before padding) have no padding."""
-  recorded = (meta or {}).get("num_classes")
-  return int(recorded) if recorded is not None else int(np.prod(np.shape(params[HEAD]["bias"])))
-
-
-def read_weights(path: str) -> tuple[dict, dict, str, int]:
-  """``(params, batch_stats, source, num_classes)``, the arrays numpy. ``source`` says whose preprocessing
-  the weights expect: 'torchvision', 'caffe', or 'checkpoint' (trained here, with its config's preprocessing)."""
-  from alexnet_jax import checkpointing, convert
-
-  source = source_of(path)
-  if source == "torchvision":
-    params = convert.torchvision_params(path)
-    return params, {}, source, num_classes_of(params)
-  if source == "caffe":
-    params = convert.caffe_params(path)
-    return params, {}, source, num_classes_of(params)
-  params, batch_stats, meta = checkpointing.read_params(path)
-  # An imported checkpoint keeps its source.
-  return params, batch_stats, meta.get("source", "checkpoint"), num_classes_of(params, meta)
-
-
-def merge_for_finetuning(fresh: dict, loaded: dict, fresh_classes: int | None = None,
-                         loaded_classes: int | None = None) -> tuple[dict, list[str], list[str]]:
-  """Every layer of ``fresh`` taken from ``loaded``, except a classifier head (fc8) whose class count
-  differs, which stays fresh. Returns ``(params, loaded names, fresh names)``; a layer of another shape
-  anywhere else means another architecture: refused. With padded fc8 towers two class counts can share
-  one shape (3 and 4 classes on two towers), so pass both counts to compare the heads by them."""
-  merged, taken, kept = {}, [], []
-  for name, layer in fresh.items():
-    source = loaded.get(name)
-    shapes = {k: tuple(np.shape(v)) for k, v in layer.items()}
-    got = {k: tuple(np.shape(v)) for k, v in (source or {}).items()}
-    other_classes = name == HEAD and None not in (fresh_classes, loaded_classes) and fresh_classes != loaded_classes
-    if got == shapes and not other_classes:
-      merged[name] = {k: np.asarray(v, np.float32) for k, v in source.items()}
-      taken.append(name)
-    elif name == HEAD and source is not None and got["kernel"][1:-1] == shapes["kernel"][1:-1]:
-      merged[name] = layer  # a new task's classes: the head starts fresh
-      kept.append(name)
-    else:
-      raise UserError(f"init_from: layer {name} is {got or 'missing'} there but {shapes} in this config: "
-                      f"another architecture (check model.towers, conv_features, image_size, batch_norm)")
-  return merged, taken, kept
-
-
-def save_imported(weights: str, workdir: str) -> str:
-  """Writes ``weights`` (torchvision .pth or Caffe .npy) as step 0 of ``workdir/checkpoints``, and
-  ``workdir/run.json`` with the config that describes the network (its class count the weights'); returns
-  that config's name."""
-  from alexnet_jax import checkpointing, config_files, convert, optim, run_record, train
-
-  source = source_of(weights)
-  if source not in CONFIG_OF_SOURCE:
-    raise UserError(f"{weights} is already a checkpoint directory")
-  if run_record.history_files(workdir):  # another run's record would describe other weights
-    raise UserError(f"{workdir} already holds a run ({', '.join(run_record.history_files(workdir))}); "
-                    f"use an empty --workdir")
-  # Written from one device; a checkpoint restores onto any mesh.
-  model = convert.from_torchvision(weights) if source == "torchvision" else convert.from_caffe_npy(weights)
-  config = config_files.load(CONFIG_OF_SOURCE[source])
-  config.model.num_classes = model.spec.num_classes  # a fine-tuned export may have other classes
-  tx, _ = optim.make_optimizer(config.optimizer, 1, 1)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    if ckpt.latest_step() is not None:
-      raise UserError(f"{ckpt.directory} already holds checkpoints; use an empty --workdir")
-    ckpt.save(0, train.initial_state(model, tx), None,
-              {"step": 0, "plateau": None, "source": source, "num_classes": model.spec.num_classes})
-  finally:
-    ckpt.close()
-  # After the checkpoint: a record never describes weights that are not there.
-  run_record.record_config(workdir, config, {"source": source, "weights": os.path.abspath(weights)})
-  return CONFIG_OF_SOURCE[source]
+FLAGS = flags.FLAGS
+flags.DEFINE_string("weights", None, "torchvision's alexnet-owt-7be5be79.pth or Caffe's bvlc_alexnet.npy.")
+flags.DEFINE_string("workdir", None, "Work directory to write checkpoints/0 into.")
+flags.mark_flags_as_required(["weights", "workdir"])
 
 
 def main(argv):
   del argv
-  name = save_imported(FLAGS.weights, FLAGS.workdir)
+  from alexnet_jax.weights import pretrained  # after flag parsing (cli.run): see cli.deferred
+
+  name = pretrained.save_imported(FLAGS.weights, FLAGS.workdir)
   print(f"wrote {os.path.join(FLAGS.workdir, 'checkpoints', '0')} and run.json (the network of configs/{name}.py); "
         f"evaluate it with\n  python -m alexnet_jax.main --workdir={FLAGS.workdir} --mode=eval")
 
 
 if __name__ == "__main__":
-  from absl import flags
-
-  from alexnet_jax import cli
-
-  FLAGS = flags.FLAGS
-  flags.DEFINE_string("weights", None, "torchvision's alexnet-owt-7be5be79.pth or Caffe's bvlc_alexnet.npy.")
-  flags.DEFINE_string("workdir", None, "Work directory to write checkpoints/0 into.")
-  flags.mark_flags_as_required(["weights", "workdir"])
   cli.run(main)

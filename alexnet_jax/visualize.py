@@ -82,7 +82,7 @@ def neighbours_figure(predictor, config, query_paths: list[str], k: int, queries
   """The figure and each query's neighbours' training indices."""
   from tqdm import tqdm
 
-  from alexnet_jax import sources
+  from alexnet_jax.data import sources
   from alexnet_jax.errors import UserError
 
   splits = sources.load(config.data, predictor.model.spec.image_size)
@@ -127,7 +127,7 @@ def main(argv):
   if (FLAGS.checkpoint is None) == (FLAGS.weights is None):
     raise SystemExit("alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE")
   out = output_path(FLAGS.out)
-  from alexnet_jax import inference
+  from alexnet_jax.weights import inference
   from alexnet_jax.errors import UserError
 
   predictor = inference.load(FLAGS.config, FLAGS.checkpoint or FLAGS.weights)

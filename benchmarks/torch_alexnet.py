@@ -16,7 +16,7 @@ import json
 import time
 
 try:
-  from alexnet_jax import host_memory
+  from alexnet_jax.platform import host_memory
 except ImportError:  # alexnet_jax not installed: glibc's defaults
   host_memory = None
 if host_memory is not None and __name__ == "__main__":

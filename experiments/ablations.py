@@ -76,7 +76,7 @@ def _same(a, b) -> bool:
 def run_variant(config, workdir: str) -> dict:
   """Trains (or resumes) one variant, then evaluates its last checkpoint with 1 and 10 crops.
   Returns the variant's ``result.json``; raises SystemExit when a SIGTERM stopped the training."""
-  from alexnet_jax import train
+  from alexnet_jax.training import train
 
   result_path = os.path.join(workdir, "result.json")
   os.makedirs(workdir, exist_ok=True)
@@ -127,7 +127,7 @@ def recorded_config(workdir: str):
   """A variant's config from its own files: the sweep's ``config.json``, else the run's ``run.json``."""
   import ml_collections
 
-  from alexnet_jax import run_record
+  from alexnet_jax.training import run_record
 
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
@@ -145,7 +145,7 @@ def data_note(config) -> str:
 
 def summarise(name: str, workdir: str, threshold: float) -> dict | None:
   """One row of the table from a finished variant's files; None if it has not finished."""
-  from alexnet_jax.metrics import read_metrics
+  from alexnet_jax.training.metrics import read_metrics
 
   result_path = os.path.join(workdir, "result.json")
   if not os.path.exists(result_path):
@@ -223,7 +223,7 @@ def plot_curves(names: list[str], workdir: str, threshold: float) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from alexnet_jax.metrics import read_metrics
+  from alexnet_jax.training.metrics import read_metrics
 
   fig, (val_ax, train_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
   for name in names:
@@ -278,10 +278,10 @@ def sweep(base, workdir: str, only: list[str] | None = None, report_only: bool =
       continue
     ran.append(variant.name)
     if not report_only:
-      from alexnet_jax import errors, validation
+      from alexnet_jax import errors, config_files
       import jax
       try:
-        validation.validate(config, jax.device_count())
+        config_files.validate(config, jax.device_count())
       except errors.UserError as error:
         print(f"ablations: {variant.name} skipped: {error}")
         continue
@@ -289,7 +289,7 @@ def sweep(base, workdir: str, only: list[str] | None = None, report_only: bool =
       run_variant(config, os.path.join(workdir, variant.name))
   names = [v.name for v in VARIANTS if v.name in ran or os.path.exists(os.path.join(workdir, v.name, "result.json"))]
   if report_only:  # the table must describe the network this config says it does
-    from alexnet_jax import run_record
+    from alexnet_jax.training import run_record
     for variant in VARIANTS:
       if variant.name in names:
         run_record.check_config(os.path.join(workdir, variant.name), variant_config(base, variant),

@@ -7,7 +7,7 @@ import os
 import pytest
 from PIL import Image
 
-from alexnet_jax import train
+from alexnet_jax.training import train
 from conftest import load_config
 from experiments import ablations
 

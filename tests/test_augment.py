@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import augment, preprocess, stats as stats_lib
+from alexnet_jax.data import augment, preprocess, stats as stats_lib
 
 
 def coordinate_image(size):

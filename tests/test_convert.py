@@ -5,7 +5,8 @@ order, LRN with alpha/n and k=1 across the layer), with random weights."""
 import numpy as np
 import pytest
 
-from alexnet_jax import convert, sharding
+from alexnet_jax import sharding
+from alexnet_jax.weights import convert
 from alexnet_jax.errors import ConfigError
 
 
@@ -134,7 +135,7 @@ def _text_file(path):
     ("bad.pth", r"bad.pth is not a torchvision AlexNet .pth weights file \("),
 ])
 def test_a_damaged_weights_file_is_refused_in_one_line_naming_it(tmp_path, name, expected):
-  from alexnet_jax import pretrained
+  from alexnet_jax.weights import pretrained
 
   if name.endswith(".pth"):
     pytest.importorskip("torch")
@@ -176,7 +177,9 @@ def _softmax(logits):
 def test_predict_with_caffe_weights_matches_caffe_reference(caffe_npy, tmp_path, capsys):
   from PIL import Image
 
-  from alexnet_jax import classes, inference, predict
+  from alexnet_jax import predict
+  from alexnet_jax.data import classes
+  from alexnet_jax.weights import inference
   from conftest import load_config
 
   path, layers = caffe_npy
@@ -205,7 +208,8 @@ def test_imported_caffe_checkpoint_evaluates_like_the_reference(caffe_npy, tmp_p
   equals the one counted from Caffe's reference logits."""
   from PIL import Image
 
-  from alexnet_jax import checkpointing, pretrained, train
+  from alexnet_jax.training import checkpointing, train
+  from alexnet_jax.weights import pretrained
   from conftest import load_config
 
   path, layers = caffe_npy

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import sources
-from alexnet_jax.errors import ConfigError
+from alexnet_jax.data import sources
 
 
 def image(path, value=128):
@@ -84,7 +83,7 @@ def test_a_class_directory_that_links_to_an_ancestor_is_named_as_empty(tmp_path,
 
 def test_empty_training_class_directories_are_named_where_the_class_count_is_checked(tmp_path, caplog,
                                                                                       tiny_demo_config):
-  from alexnet_jax import train
+  from alexnet_jax.training import experiment
   from alexnet_jax.errors import TrainingError
 
   data = tmp_path / "data"
@@ -99,7 +98,7 @@ def test_empty_training_class_directories_are_named_where_the_class_count_is_che
   tiny_demo_config.data.source, tiny_demo_config.data.data_dir = "folder", str(data)
   tiny_demo_config.model.num_classes = splits.num_classes - 2  # what the user counted: the classes with images
   with pytest.raises(TrainingError) as error:
-    train.build(tiny_demo_config)
+    experiment.build(tiny_demo_config)
   assert str(error.value) == (f"the data has {splits.num_classes} classes but model.num_classes="
                               f"{splits.num_classes - 2} (2 of its class directories hold no training image: "
                               f"empty, hollow; remove them or add images)")

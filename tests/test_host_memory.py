@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from alexnet_jax import host_memory
+from alexnet_jax.platform import host_memory
 
 needs_huge_pages = pytest.mark.skipif(not host_memory.huge_page_malloc_possible(),
                                       reason="needs glibc >= 2.35 and transparent huge pages not 'never'")

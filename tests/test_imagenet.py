@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import images, input_pipeline, prepare, sources, stats as stats_lib, train, validation
+from alexnet_jax import prepare, config_files
+from alexnet_jax.data import images, input_pipeline, sources, stats as stats_lib
+from alexnet_jax.training import train
 from alexnet_jax.errors import UserError
 from conftest import TINY_MODEL, load_config
 
@@ -135,7 +137,7 @@ def test_data_stored_size_finds_data_stored_at_another_ratio_than_the_papers(pre
   assert splits.stored_size == SIZE and splits.train[0]["image"].shape == (SIZE, SIZE, 3)
   config.model.image_size, config.data.stored_size = 64, 60
   with pytest.raises(sources.ConfigError, match="data.stored_size=60 must be 0"):
-    validation.validate(config, 2)
+    config_files.validate(config, 2)
 
 
 def test_missing_imagenet_gives_one_line_with_the_fix(tmp_path):

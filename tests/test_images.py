@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from alexnet_jax import images
+from alexnet_jax.data import images
 
 
 def photo(rng, height, width, mode="RGB") -> np.ndarray:

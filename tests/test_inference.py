@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import checkpointing, classes, inference, model as model_lib, predict, pretrained, sources, train
+from alexnet_jax import model as model_lib, predict
+from alexnet_jax.data import classes, sources
+from alexnet_jax.training import checkpointing, experiment, train
+from alexnet_jax.weights import inference, pretrained
 from alexnet_jax import visualize
 from alexnet_jax.errors import ConfigError, UserError
 
@@ -114,7 +117,7 @@ def test_fine_tuning_loads_all_but_a_new_head_and_freezes_the_convolutions(tiny_
   tuned.optimizer.freeze_convs = True
   tuned.batch_size, tuned.num_train_steps = 8, 3
 
-  exp = train.build(tuned, None)  # the state a run starts from
+  exp = experiment.build(tuned, None)  # the state a run starts from
   start = jax.tree.map(np.asarray, exp.state["params"])
   assert "loaded conv1, conv2, conv3, conv4, conv5, fc6, fc7; new fc8" in capsys.readouterr().out
   for name in ("conv1", "conv5", "fc6", "fc7"):

@@ -9,7 +9,9 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from alexnet_jax import input_pipeline, metrics, sharding, sources, stats as stats_lib
+from alexnet_jax import sharding
+from alexnet_jax.data import input_pipeline, sources, stats as stats_lib
+from alexnet_jax.training import metrics
 from alexnet_jax.errors import TrainingError
 from conftest import load_config, run_cli, tiny_flags
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from alexnet_jax import metrics
+from alexnet_jax.training import metrics
 from conftest import ROOT, run_cli, tiny_flags
 
 STEPS = ["--config.num_train_steps=6", "--config.log_every_steps=1", "--config.eval_every_steps=3",

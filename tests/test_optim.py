@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import optim
+from alexnet_jax.training import optim
 
 
 def paper_rule_by_hand(w, grads, rates, momentum=0.9, decay=5e-4):

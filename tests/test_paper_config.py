@@ -3,7 +3,7 @@ section (Krizhevsky, Sutskever & Hinton, NIPS 2012), not read from the code."""
 
 import pytest
 
-from alexnet_jax import sources
+from alexnet_jax.data import sources
 from alexnet_jax.model import AlexNetSpec
 from conftest import load_config
 

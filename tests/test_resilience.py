@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from alexnet_jax import metrics
+from alexnet_jax.training import metrics
 from conftest import ONE_DEVICE, ROOT, copy_of, last_line, run_cli, tiny_flags
 
 STEPS = 300

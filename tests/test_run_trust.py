@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import checkpointing, input_pipeline, metrics, run_record, sources, train
+from alexnet_jax.data import input_pipeline, sources
+from alexnet_jax.training import checkpointing, experiment, guards, metrics, run_record, steps, train
 from alexnet_jax.errors import ConfigError, TrainingError
 from conftest import ONE_DEVICE, ROOT, copy_of, last_line, run_cli, tiny_flags
 
@@ -40,12 +41,12 @@ def test_non_finite_scores_count_as_wrong():
 
 
 def test_a_non_finite_evaluation_stops_the_run_before_its_checkpoint(tiny_demo_config, tmp_path, monkeypatch):
-  real = train.evaluate
+  real = steps.evaluate
 
   def nan_at_step_6(*args, **kwargs):  # the network's scores blow up between the step-3 and step-6 evals
     result = real(*args, **kwargs)
     return result if len(saved_steps(tmp_path)) < 1 else {**result, "eval_loss": math.nan}
-  monkeypatch.setattr(train, "evaluate", nan_at_step_6)
+  monkeypatch.setattr(steps, "evaluate", nan_at_step_6)
   with pytest.raises(TrainingError, match=r"at step 6 gives non-finite scores .* latest checkpoint, step 3, is kept"):
     train.train_and_evaluate(tiny_demo_config, str(tmp_path))
   assert saved_steps(tmp_path) == [3]
@@ -55,9 +56,9 @@ def test_a_non_finite_evaluation_stops_the_run_before_its_checkpoint(tiny_demo_c
 def test_eval_refuses_a_checkpoint_whose_network_outputs_nan(tiny_demo_config, tmp_path):
   tiny_demo_config.num_train_steps = 3
   train.train_and_evaluate(tiny_demo_config, str(tmp_path))
-  exp = train.build(tiny_demo_config, str(tmp_path), resuming=True)
+  exp = experiment.build(tiny_demo_config, str(tmp_path), resuming=True)
   ckpt = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
-  train.restore_latest(exp, ckpt)
+  experiment.restore_latest(exp, ckpt)
   # Finite but huge weights: the logits overflow to inf - inf = NaN, though every weight is a number.
   exp.state["params"]["fc8"]["kernel"] = exp.state["params"]["fc8"]["kernel"] * 1e38
   ckpt.save(4, exp.state, None, {"step": 4, "plateau": None, "batch_size": tiny_demo_config.batch_size})
@@ -275,7 +276,7 @@ def test_an_empty_workdir_flag_stops_in_one_line_and_leaves_nothing_behind():
 def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_keeps_the_last_one(tiny_demo_config, tmp_path,
                                                                                  monkeypatch):
   free = {"bytes": 10 ** 12}
-  monkeypatch.setattr(train, "_free_bytes", lambda path: free["bytes"])
+  monkeypatch.setattr(guards, "free_bytes", lambda path: free["bytes"])
   real_save = checkpointing.Checkpointer.save
 
   def save_then_fill(self, step, *args):

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import config_files, metrics, model as model_lib, optim, preprocess, sharding, stats as stats_lib, train
+from alexnet_jax import config_files, model as model_lib, sharding
+from alexnet_jax.data import preprocess, stats as stats_lib
+from alexnet_jax.training import metrics, optim, steps
+from alexnet_jax.training.state import initial_state
 from alexnet_jax.model import AlexNet, AlexNetSpec
 from conftest import TINY_MODEL
 
@@ -173,14 +176,14 @@ def test_the_train_state_keeps_its_placement_from_step_to_step():
   mesh = sharding.make_mesh(data=1, model=2)
   spec = AlexNetSpec.from_config(TINY_MODEL)
   tx = optim.paper_sgd(0.01, 0.9, 5e-4)
-  state = train.initial_state(AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh), tx)
+  state = initial_state(AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh), tx)
   stats = stats_lib.DatasetStats(np.zeros((73, 73, 3), np.float32), np.ones(3, np.float32), np.eye(3, dtype=np.float32), 1)
   consts = preprocess.constants(stats, mesh)
   n, rng = 4, np.random.default_rng(0)
   batch = sharding.global_batch(mesh, {"image": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
                                        "offset": np.zeros((n, 3), np.int32), "alpha": np.zeros((n, 3), np.float32),
                                        "label": np.arange(n, dtype=np.int32), "valid": np.ones(n, bool)}, n)
-  step = train.make_train_step(spec, mesh, tx, 1.0).lower(state, batch, jax.random.key(0), consts).compile()
+  step = steps.make_train_step(spec, mesh, tx, 1.0).lower(state, batch, jax.random.key(0), consts).compile()
   placed = [x.sharding for x in jax.tree.leaves(state)]
   for _ in range(2):
     state, _ = step(state, batch, jax.random.key(0), consts)

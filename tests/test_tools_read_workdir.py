@@ -51,13 +51,13 @@ def test_predict_without_config_reads_the_run_and_a_given_one_must_match(trained
 
 
 def test_predict_refuses_a_checkpoint_whose_network_outputs_nan(trained, pictures, tmp_path):
-  from alexnet_jax import checkpointing, run_record, train
+  from alexnet_jax.training import checkpointing, experiment, run_record
 
   workdir = copy_of(trained, tmp_path)
   config = run_record.recorded_config(str(workdir))
-  exp = train.build(config, str(workdir), resuming=True)
+  exp = experiment.build(config, str(workdir), resuming=True)
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"))
-  train.restore_latest(exp, ckpt)
+  experiment.restore_latest(exp, ckpt)
   # Finite but huge weights: the logits overflow to inf (and softmax's inf - inf to NaN), though every weight is a
   # number. fc7 too: these pictures' fc7 outputs are small enough for fc8 alone to stay finite.
   params = exp.state["params"]

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import input_pipeline, metrics, sources, train
+from alexnet_jax.data import input_pipeline, sources
+from alexnet_jax.training import experiment, metrics, steps, train
 from alexnet_jax.errors import UserError
 from conftest import ROOT, run_cli, tiny_flags
 
@@ -64,12 +65,13 @@ def test_eval_batches_cover_every_image_once_across_processes():
 def test_evaluation_counts_errors_like_numpy(tiny_demo_config, views):
   # The device-side sums against softmax averaging and top-k computed in numpy from the same logits.
   tiny_demo_config.data.eval_views = views
-  exp = train.build(tiny_demo_config)
+  exp = experiment.build(tiny_demo_config)
   bias = exp.state["params"]["fc8"]["bias"]  # random class biases: no exact ties in the ranking
   exp.state["params"]["fc8"]["bias"] = jax.device_put(np.random.default_rng(0).normal(size=bias.shape).astype(np.float32),
                                                       bias.sharding)
-  got = exp.evaluate(train.make_eval_step(exp.spec, exp.mesh, tiny_demo_config.data.pixel_scale))
-  from alexnet_jax import model as model_lib, preprocess
+  got = exp.evaluate(steps.make_eval_step(exp.spec, exp.mesh, tiny_demo_config.data.pixel_scale))
+  from alexnet_jax import model as model_lib
+  from alexnet_jax.data import preprocess
   probabilities, labels = [], []
   for batch in exp.eval_batches():
     b = len(batch["label"])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import metrics, model as model_lib, sharding
+from alexnet_jax import model as model_lib, sharding
+from alexnet_jax.training import metrics
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 from conftest import TINY_MODEL, load_config

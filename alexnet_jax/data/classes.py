@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 
-IMAGENET_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.tsv")
+IMAGENET_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.tsv")
 
 
 @functools.cache

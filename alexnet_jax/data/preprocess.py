@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from alexnet_jax.stats import DatasetStats
+from alexnet_jax.data.stats import DatasetStats
 
 
 def constants(stats: DatasetStats, mesh=None, mean_rgb=(), std_rgb=()) -> dict:

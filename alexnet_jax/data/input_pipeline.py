@@ -18,9 +18,9 @@ from typing import Iterator
 import grain
 import numpy as np
 
-from alexnet_jax import augment, stats as stats_lib
+from alexnet_jax.data import augment, stats as stats_lib
 from alexnet_jax.errors import ConfigError, UserError
-from alexnet_jax.sources import Splits
+from alexnet_jax.data.sources import Splits
 
 
 def data_identity(splits: Splits, data_config, sampled_files: int = 16) -> str:

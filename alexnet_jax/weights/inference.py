@@ -17,8 +17,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from alexnet_jax import augment, checkpointing, classes, config_files, images, input_pipeline, preprocess, pretrained
-from alexnet_jax import run_record, sharding, sources, stats
+from alexnet_jax import config_files
+from alexnet_jax.data import augment, classes, images, input_pipeline, preprocess
+from alexnet_jax.training import checkpointing
+from alexnet_jax.weights import pretrained
+from alexnet_jax import sharding
+from alexnet_jax.data import sources, stats
+from alexnet_jax.training import run_record
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from absl import logging
 
-from alexnet_jax import images
+from alexnet_jax.data import images
 
 from alexnet_jax.errors import ConfigError, listed
 

@@ -1,0 +1,1 @@
+"""Weights in and out: other frameworks' AlexNets, a run's weights for use, the predictor."""
