@@ -18,7 +18,7 @@ from alexnet_jax.errors import ConfigError, TrainingError, listed
 from alexnet_jax.model import AlexNet, AlexNetSpec
 from alexnet_jax.training import checkpointing, optim, steps
 from alexnet_jax.training.state import State, initial_state
-from alexnet_jax.weights import pretrained
+from alexnet_jax.weights import fit, pretrained
 
 
 @dataclasses.dataclass
@@ -93,8 +93,7 @@ def _initialise_from(model: AlexNet, path: str) -> None:
   params, taken, fresh = pretrained.merge_for_finetuning(jax.tree.map(np.asarray, model.params()), loaded,
                                                          model.spec.num_classes, classes)
   stats = batch_stats if batch_stats and model.spec.batch_norm else None
-  model.load_params(jax.device_put(params, sharding.tower_sharding(model.mesh)),
-                    stats and jax.device_put(stats, sharding.tower_sharding(model.mesh)))
+  model.load_params(fit.on_towers(model.mesh, params), stats and fit.on_towers(model.mesh, stats))
   if jax.process_index() == 0:
     print(f"init_from {path} ({source}): loaded {', '.join(taken)}" + (f"; new {', '.join(fresh)}" if fresh else ""))
 

@@ -15,6 +15,7 @@ from alexnet_jax.data import input_pipeline
 from alexnet_jax.errors import TrainingError
 from alexnet_jax.training import checkpointing, experiment, guards, metrics, optim, run_record, steps
 from alexnet_jax.training.experiment import Experiment
+from alexnet_jax.weights import fit
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -212,16 +213,13 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict[s
   run_record.check_config(workdir, config, "evaluate it")
   exp = experiment.build(config, workdir, resuming=True)
   params, batch_stats, meta = checkpointing.read_params(workdir, step)
-  want = exp.spec.param_shapes()
-  got = {name: (p["kernel"].shape, p["bias"].shape) for name, p in params.items() if "kernel" in p}
-  if got != want:
-    raise TrainingError(f"the checkpoint in {workdir} holds another network than this config's: layers {got}, "
-                        f"expected {want}")
+  different = fit.mismatch(exp.spec, params)
+  if different:
+    raise TrainingError(f"the checkpoint in {workdir} holds another network than this config's ({different})")
   experiment.check_same_classes(exp.spec, meta, workdir)
-  placed = lambda tree: jax.device_put(tree, sharding.tower_sharding(exp.mesh))
-  exp.state["params"] = placed(params)
+  exp.state["params"] = fit.on_towers(exp.mesh, params)
   if exp.spec.batch_norm:
-    exp.state["batch_stats"] = placed(batch_stats)
+    exp.state["batch_stats"] = fit.on_towers(exp.mesh, batch_stats)
   result = exp.evaluate(steps.make_eval_step(exp.spec, exp.mesh, config.data.pixel_scale))
   saved_step = meta.get("step", 0)
   steps.check_eval_finite(result, saved_step, f"checkpoint {checkpointing.step_path(workdir, saved_step)}")

@@ -21,6 +21,7 @@ from flax import nnx
 from alexnet_jax import config_files
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.model import AlexNet
+from alexnet_jax.weights import fit
 
 # What loading a file that is not what it claims raises: pickle's documented errors (torch's weights-only
 # unpickler raises the same), numpy's ValueError, torch's RuntimeError for a damaged zip archive.
@@ -67,13 +68,10 @@ def _build(config_name: str, params: dict, mesh=None, **model_overrides) -> Alex
   config = config_files.load(config_name)
   config.model.update(model_overrides)
   model = AlexNet(config.model, rngs=nnx.Rngs(0), mesh=mesh)
-  expected = {name: (tuple(p["kernel"].shape), tuple(p["bias"].shape)) for name, p in model.params().items()}
-  got = {name: (p["kernel"].shape, p["bias"].shape) for name, p in params.items()}
-  if got != expected:
-    raise ConfigError(f"the weights do not fit {config_name}'s AlexNet: got {got}, expected {expected}")
-  import jax
-  from alexnet_jax import sharding
-  model.load_params(jax.device_put(params, sharding.tower_sharding(model.mesh)))
+  different = fit.mismatch(model.spec, params)
+  if different:
+    raise ConfigError(f"the weights do not fit {config_name}'s AlexNet ({different})")
+  model.load_params(fit.on_towers(model.mesh, params))
   return model
 
 

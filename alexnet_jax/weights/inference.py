@@ -18,14 +18,11 @@ import numpy as np
 from flax import nnx
 
 from alexnet_jax import config_files
-from alexnet_jax.data import augment, classes, images, input_pipeline, preprocess
-from alexnet_jax.training import checkpointing
-from alexnet_jax.weights import pretrained
-from alexnet_jax import sharding
-from alexnet_jax.data import sources, stats
-from alexnet_jax.training import run_record
+from alexnet_jax.data import augment, classes, images, input_pipeline, preprocess, sources, stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import AlexNet, AlexNetSpec
+from alexnet_jax.training import checkpointing, run_record
+from alexnet_jax.weights import fit, pretrained
 
 # Imported weights were trained on 256-pixel images cropped to 224 (torchvision) or 227 (Caffe).
 IMPORTED_STORED_SIZE = 256
@@ -84,11 +81,11 @@ def _network_of(params: dict, config, num_classes: int) -> AlexNetSpec:
   values = dict(config.model)
   values["num_classes"] = num_classes
   spec = AlexNetSpec.from_config(values)
-  got = {name: (tuple(np.shape(p["kernel"])), tuple(np.shape(p["bias"]))) for name, p in params.items() if "kernel" in p}
-  norms = {name for name, p in params.items() if "scale" in p}
-  if got != spec.param_shapes() or norms != set(spec.norm_shapes()):
-    raise UserError("the weights do not fit this config's network (imported weights: use configs/torchvision.py "
-                    "or configs/caffe.py; a checkpoint: the config it was trained with, with the same overrides)")
+  different = fit.mismatch(spec, params)
+  if different:
+    raise UserError(f"the weights do not fit this config's network ({different}; imported weights: use "
+                    f"configs/torchvision.py or configs/caffe.py; a checkpoint: the config it was trained with, "
+                    f"with the same overrides)")
   return spec
 
 
@@ -138,8 +135,7 @@ def load(config, path: str, mesh=None) -> Predictor:
   splits = lambda: sources.load(config.data, spec.image_size)
   statistics = _statistics(config, None if imported else path, stored, splits)
   model = AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh)
-  place = lambda tree: jax.device_put(tree, sharding.tower_sharding(model.mesh))
-  model.load_params(place(params), place(batch_stats) if spec.batch_norm else None)
+  model.load_params(fit.on_towers(model.mesh, params), fit.on_towers(model.mesh, batch_stats) if spec.batch_norm else None)
   model.eval()
   if spec.num_classes == len(classes.imagenet()):
     names = [name for _, name in classes.imagenet()]
