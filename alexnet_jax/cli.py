@@ -6,8 +6,9 @@ import traceback
 
 from absl import app, flags, logging
 
-from alexnet_jax.platform import host_memory
+from alexnet_jax import config_files
 from alexnet_jax.errors import UserError
+from alexnet_jax.platform import host_memory
 
 
 def parse_flags(argv):
@@ -25,8 +26,6 @@ def parse_flags(argv):
 
 def _bundled_configs(argv: list[str]) -> list[str]:
   """``--config=configs/NAME.py[:arg]`` names the bundled copy when the working directory has none."""
-  from alexnet_jax import config_files
-
   out = []
   for arg in argv:
     if arg.startswith("--config="):
@@ -110,8 +109,9 @@ def _check_config_loaded() -> None:
 def run(main, huge_pages: bool = False) -> None:
   """``app.run(main)``, where a ``UserError`` from ``main`` ends in one line, and Ctrl-C anywhere in
   ``alexnet_jax: interrupted`` with the shell's status for SIGINT (130). ``huge_pages``: for tools that
-  train or time the network, first restart with glibc's huge-page malloc (``host_memory``), which makes
-  XLA:CPU steps ~15% faster."""
+  train or time the network, first restart with glibc's huge-page malloc (``platform.host_memory``).
+  Those tools (main, benchmark) import JAX and the library in ``main``, after this restart, so that the
+  process that restarts itself has not imported them first."""
 
   def quiet_main(argv):
     if not flags.FLAGS["verbosity"].present:

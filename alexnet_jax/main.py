@@ -33,7 +33,7 @@ def _cluster_detected() -> bool:
 
 
 def initialize_distributed() -> None:
-  import jax
+  import jax  # after the huge-page restart (cli.run)
 
   explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
   if any(v is not None for v in explicit):
@@ -52,7 +52,7 @@ def main(argv):
     raise app.UsageError("--workdir is empty: give the directory for this run's checkpoints and metrics")
   if FLAGS.step is not None and FLAGS.mode != "eval":
     raise app.UsageError("--step goes with --mode=eval")
-  from alexnet_jax.training import run_record, train  # after flag parsing: imports JAX
+  from alexnet_jax.training import run_record, train  # after the huge-page restart (cli.run)
 
   # A run's own config when none is given (a given one is checked against it).
   config = FLAGS.config if FLAGS.config is not None else run_record.recorded_config(FLAGS.workdir)

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
 from alexnet_jax import cli
+from alexnet_jax.errors import UserError
+from alexnet_jax.weights import inference, pretrained
 
 FLAGS = flags.FLAGS
 
 def predict(predictor, paths: list[str], top: int, batch_size: int, out=sys.stdout) -> tuple[dict, list[str]]:
   """``({path: [(name, probability), ...]}, unreadable paths)``; prints as it goes."""
-  import numpy as np
-
-  from alexnet_jax.errors import UserError
-
   results, failed = {}, []
   for start in range(0, len(paths), batch_size):
     readable, stored = [], []
@@ -53,9 +52,6 @@ def main(argv):
     raise SystemExit("alexnet_jax: give one or more image files to classify")
   if (FLAGS.checkpoint is None) == (FLAGS.weights is None):
     raise SystemExit("alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE")
-  from alexnet_jax.weights import inference, pretrained
-  from alexnet_jax.errors import UserError
-
   if FLAGS.weights and FLAGS.source and pretrained.source_of(FLAGS.weights) != FLAGS.source:
     raise UserError(f"{FLAGS.weights} does not look like {FLAGS.source} weights (.pth: torchvision, .npy: caffe)")
   predictor = inference.load(FLAGS.config, FLAGS.checkpoint or FLAGS.weights)

@@ -7,18 +7,20 @@ forward pass (no parameters are allocated, no devices needed).
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from absl import flags
+from jax.sharding import AbstractMesh, AxisType
+from ml_collections import config_flags
+
+from alexnet_jax import cli, sharding
+from alexnet_jax import model as model_lib
+from alexnet_jax.errors import ConfigError
 
 
 def layer_rows(model_config, model_devices: int) -> tuple[list[dict], int]:
   """One dict per activation of the forward pass, and the total parameter count."""
-  import jax
-  import jax.numpy as jnp
-  from jax.sharding import AbstractMesh, AxisType
-
-  from alexnet_jax import model as model_lib, sharding
-  from alexnet_jax.errors import ConfigError
-
   spec = model_lib.AlexNetSpec.from_config(model_config)
   if spec.towers % model_devices:
     raise ConfigError(f"model.towers={spec.towers} cannot be split over mesh.model={model_devices}")
@@ -92,11 +94,9 @@ def format_table(rows: list[dict], total: int, title: str) -> str:
 
 def main(argv):
   del argv
-  from alexnet_jax.model import AlexNetSpec
-
   config = FLAGS.config
   rows, total = layer_rows(config.model, config.mesh.model)
-  spec = AlexNetSpec.from_config(config.model)
+  spec = model_lib.AlexNetSpec.from_config(config.model)
   print(format_table(rows, total, f"AlexNet: {config.model.towers} tower(s) on mesh.model={config.mesh.model}, "
                                   f"{config.model.image_size}x{config.model.image_size} input"))
   if spec.fc8_padding:
@@ -107,11 +107,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  from alexnet_jax import cli
-
   FLAGS = flags.FLAGS
   config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.")
   flags.mark_flags_as_required(["config"])

@@ -18,8 +18,12 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from alexnet_jax import cli
+from alexnet_jax.data import sources
+from alexnet_jax.errors import UserError
+from alexnet_jax.weights import inference
 
 FLAGS = flags.FLAGS
 GAP, TOWER_GAP, BACKGROUND = 2, 12, (255, 255, 255)
@@ -80,11 +84,6 @@ def _centre(stored: np.ndarray, size: int) -> np.ndarray:
 def neighbours_figure(predictor, config, query_paths: list[str], k: int, queries: int, max_train: int
                       ) -> tuple[Image.Image, np.ndarray]:
   """The figure and each query's neighbours' training indices."""
-  from tqdm import tqdm
-
-  from alexnet_jax.data import sources
-  from alexnet_jax.errors import UserError
-
   splits = sources.load(config.data, predictor.model.spec.image_size)
   if splits.stored_size != predictor.stored_size:
     raise UserError(f"the data is stored at {splits.stored_size} px, the network reads {predictor.stored_size}")
@@ -108,8 +107,6 @@ def neighbours_figure(predictor, config, query_paths: list[str], k: int, queries
 def output_path(out: str) -> str:
   """``--out`` as the file to write: ``.png`` added when it has no extension; one PIL cannot write is
   refused here, before the checkpoint is loaded, rather than by PIL's traceback at the end."""
-  from alexnet_jax.errors import UserError
-
   if not os.path.basename(out):
     raise UserError(f"--out={out}: give a file name, e.g. {os.path.join(out, 'figure.png')}")
   extension = os.path.splitext(out)[1]
@@ -127,9 +124,6 @@ def main(argv):
   if (FLAGS.checkpoint is None) == (FLAGS.weights is None):
     raise SystemExit("alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE")
   out = output_path(FLAGS.out)
-  from alexnet_jax.weights import inference
-  from alexnet_jax.errors import UserError
-
   predictor = inference.load(FLAGS.config, FLAGS.checkpoint or FLAGS.weights)
   if argv[1] == "filters":
     if len(argv) > 2:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import prepare, config_files
+from alexnet_jax import config_files
+from alexnet_jax.data import imagenet
 from alexnet_jax.data import images, input_pipeline, sources, stats as stats_lib
 from alexnet_jax.training import train
 from alexnet_jax.errors import UserError
@@ -38,10 +39,10 @@ def fake_ilsvrc(tmp_path_factory):
   """Three synsets of four photos each (one of them corrupt) and six validation photos, laid out like the
   real tars: a train tar of per-synset tars, and a flat validation tar."""
   directory = tmp_path_factory.mktemp("tars")
-  synsets, _ = prepare.imagenet_label_files()
+  synsets, _ = imagenet.imagenet_label_files()
   rng = np.random.default_rng(0)
   chosen = [synsets[5], synsets[1], synsets[900]]
-  with tarfile.open(directory / prepare.TRAIN_TAR, "w") as outer:
+  with tarfile.open(directory / imagenet.TRAIN_TAR, "w") as outer:
     for synset in chosen:
       inner_bytes = io.BytesIO()
       with tarfile.open(fileobj=inner_bytes, mode="w") as inner:
@@ -49,7 +50,7 @@ def fake_ilsvrc(tmp_path_factory):
           data = b"\xff\xd8\xff not really a jpeg" if (synset, i) == (chosen[1], 2) else jpeg(rng, 90 + 7 * i, 120)
           add(inner, f"{synset}_{i}.JPEG", data)
       add(outer, f"{synset}.tar", inner_bytes.getvalue())
-  with tarfile.open(directory / prepare.VAL_TAR, "w") as tar:
+  with tarfile.open(directory / imagenet.VAL_TAR, "w") as tar:
     for i in range(6):
       add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", jpeg(rng, 100, 80 + 10 * i))
   return directory, chosen
@@ -59,14 +60,14 @@ def fake_ilsvrc(tmp_path_factory):
 def prepared(fake_ilsvrc, tmp_path_factory):
   tars, _ = fake_ilsvrc
   data_dir = tmp_path_factory.mktemp("tfds")
-  out = prepare.prepare_from_tars(str(tars), str(data_dir), size=SIZE, workers=0)
+  out = imagenet.prepare_from_tars(str(tars), str(data_dir), size=SIZE, workers=0)
   return data_dir, out
 
 
 def test_preparation_writes_labelled_paper_resolution_images(fake_ilsvrc, prepared):
   tars, chosen = fake_ilsvrc
   data_dir, out = prepared
-  synsets, val_labels = prepare.imagenet_label_files()
+  synsets, val_labels = imagenet.imagenet_label_files()
   info = json.load(open(os.path.join(out, "info.json")))
   assert (info["num_train"], info["num_validation"], info["skipped_images"]) == (11, 6, 1)  # the corrupt one skipped
   splits = sources.prepared(out, 64)
@@ -75,7 +76,7 @@ def test_preparation_writes_labelled_paper_resolution_images(fake_ilsvrc, prepar
   assert train_labels == [1] * 3 + [5] * 4 + [900] * 4  # TFDS ids of the chosen synsets; one of synset 1 corrupt
   assert [int(splits.eval[i]["label"]) for i in range(6)] == [synsets.index(v) for v in val_labels[:6]]
   # Each stored image is the original's short side rescaled to SIZE and centre-cropped (JPEG-close).
-  with tarfile.open(tars / prepare.VAL_TAR) as tar:
+  with tarfile.open(tars / imagenet.VAL_TAR) as tar:
     original = images.decode(tar.extractfile("ILSVRC2012_val_00000006.JPEG").read())
   # A second implementation (PIL's ImageOps.fit: crop to a square first, then resize), and the same with a corner.
   from PIL import Image, ImageOps
@@ -106,7 +107,7 @@ def test_rerun_skips_finished_files_and_redoes_interrupted_ones(fake_ilsvrc, pre
   before = os.stat(shard).st_mtime_ns
   os.remove(os.path.join(out, "validation-00000-of-00001.array_record"))
   open(os.path.join(out, "validation-00000-of-00001.array_record.tmp"), "wb").write(b"half")  # a killed run
-  prepare.prepare_from_tars(str(tars), str(data_dir), size=SIZE, workers=0)
+  imagenet.prepare_from_tars(str(tars), str(data_dir), size=SIZE, workers=0)
   assert os.stat(shard).st_mtime_ns == before
   assert len(sources.prepared(out, 64).eval) == 6
   assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
@@ -171,18 +172,18 @@ def _write_tar(path, members: dict) -> None:
 
 
 def test_a_file_that_is_not_a_tar_is_named_before_anything_is_written(tmp_path):
-  _write_tar(tmp_path / prepare.TRAIN_TAR, {})
-  (tmp_path / prepare.VAL_TAR).write_text("not a tar\n")
-  with pytest.raises(UserError, match=f"^{tmp_path / prepare.VAL_TAR} is not a tar archive$"):
-    prepare.prepare_from_tars(str(tmp_path), str(tmp_path / "data"), size=SIZE)
+  _write_tar(tmp_path / imagenet.TRAIN_TAR, {})
+  (tmp_path / imagenet.VAL_TAR).write_text("not a tar\n")
+  with pytest.raises(UserError, match=f"^{tmp_path / imagenet.VAL_TAR} is not a tar archive$"):
+    imagenet.prepare_from_tars(str(tmp_path), str(tmp_path / "data"), size=SIZE)
   assert not (tmp_path / "data").exists()
 
 
 def test_a_synset_file_that_is_not_a_tar_is_named(tmp_path):
-  _write_tar(tmp_path / prepare.TRAIN_TAR, {"n01440764.tar": b"not a tar" * 100})
-  _write_tar(tmp_path / prepare.VAL_TAR, {})
+  _write_tar(tmp_path / imagenet.TRAIN_TAR, {"n01440764.tar": b"not a tar" * 100})
+  _write_tar(tmp_path / imagenet.VAL_TAR, {})
   with pytest.raises(UserError, match=r"ILSVRC2012_img_train.tar: n01440764.tar is not a tar archive$"):
-    prepare.prepare_from_tars(str(tmp_path), str(tmp_path / "data"), size=SIZE)
+    imagenet.prepare_from_tars(str(tmp_path), str(tmp_path / "data"), size=SIZE)
 
 
 def test_a_tfds_dataset_that_is_not_built_is_neither_downloaded_nor_given_a_folder(tmp_path):
@@ -190,7 +191,7 @@ def test_a_tfds_dataset_that_is_not_built_is_neither_downloaded_nor_given_a_fold
 
   with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", side_effect=AssertionError("downloads")):
     with pytest.raises(UserError, match=r"'mnist' is not built in .*download_and_prepare\(\)"):
-      prepare.prepare_from_tfds("mnist", str(tmp_path))
+      imagenet.prepare_from_tfds("mnist", str(tmp_path))
   assert os.listdir(tmp_path) == []
 
 
@@ -199,7 +200,7 @@ def test_a_built_tfds_dataset_is_converted(tmp_path):
 
   with tfds.testing.mock_data(num_examples=5), \
       mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True):
-    out = prepare.prepare_from_tfds("mnist", str(tmp_path), size=32)
+    out = imagenet.prepare_from_tfds("mnist", str(tmp_path), size=32)
   info = json.load(open(os.path.join(out, "info.json")))
   assert (info["num_train"], info["num_validation"]) == (5, 5)
   assert sources.prepared(out, 28).train[0]["image"].shape == (32, 32, 3)
@@ -212,7 +213,7 @@ def test_a_missing_module_of_the_imagenet_extra_names_the_pip_command(tmp_path, 
   missing = ModuleNotFoundError(f"No module named '{module}'", name=module)
   with mock.patch.object(tfds, "builder", side_effect=missing):
     with pytest.raises(UserError, match=rf"needs the module {module} .*pip install -e \"\.\[imagenet\]\""):
-      prepare.prepare_from_tfds("imagenet2012", str(tmp_path))
+      imagenet.prepare_from_tfds("imagenet2012", str(tmp_path))
 
 
 def test_another_missing_module_keeps_its_traceback(tmp_path):
@@ -220,4 +221,4 @@ def test_another_missing_module_keeps_its_traceback(tmp_path):
 
   with mock.patch.object(tfds, "builder", side_effect=ModuleNotFoundError("No module named 'typo'", name="typo")):
     with pytest.raises(ModuleNotFoundError, match="typo"):
-      prepare.prepare_from_tfds("imagenet2012", str(tmp_path))
+      imagenet.prepare_from_tfds("imagenet2012", str(tmp_path))

@@ -85,7 +85,7 @@ def torchvision_params(state_dict: Mapping[str, np.ndarray] | str) -> dict:
   """torchvision's state dict (or ``.pth`` path) -> our parameters ``{layer: {kernel, bias}}``, one tower."""
   if isinstance(state_dict, (str, os.PathLike)):
     try:
-      import torch
+      import torch  # optional and heavy: only reading a .pth file needs it
     except ImportError:
       raise ConfigError("reading a .pth file needs PyTorch (pip install torch); or pass a dict of numpy arrays") from None
     path = state_dict
