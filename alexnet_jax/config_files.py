@@ -7,7 +7,7 @@ shadow the real torchvision package.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import importlib.util
 import os
 
@@ -37,23 +37,17 @@ def load(name: str):
   return module.get_config()
 
 
-# Every key a config may hold, by section. A key not listed is a typo or a stale name.
-KNOWN_KEYS = {
-    "": {"seed", "batch_size", "num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps",
-         "checkpoint_every_steps", "checkpoints_to_keep", "init_from", "dead_network_steps", "mesh", "model", "optimizer", "data"},
-    "mesh": {"data", "model"},
-    "optimizer": {"learning_rate", "momentum", "weight_decay", "decay_biases", "schedule", "factor", "patience",
-                  "max_reductions", "min_improvement", "step_epochs", "freeze_convs"},
-    "data": {"source", "name", "data_dir", "train_split", "eval_split", "num_workers", "random_flip",
-             "pca_lighting", "lighting_std", "eval_views", "pixel_scale", "mean_rgb", "std_rgb", "stored_size"},
-}
+@functools.cache
+def known_keys() -> dict[str, frozenset[str]]:
+  """Every key a config may hold, by section ("" for the top level): configs/paper.py's, so that file is
+  the one place that names them. A key it lacks is a typo or a stale name."""
+  paper = load("paper")
+  sections = [k for k, v in paper.items() if hasattr(v, "keys")]
+  return {"": frozenset(paper.keys()), **{k: frozenset(paper[k].keys()) for k in sections}}
 
 
 def _check_keys(config) -> None:
-  from alexnet_jax.model import AlexNetSpec
-
-  known = {**KNOWN_KEYS, "model": {f.name for f in dataclasses.fields(AlexNetSpec)}}
-  for section, keys in known.items():
+  for section, keys in known_keys().items():
     node = config if not section else config.get(section)
     if node is None:
       raise ConfigError(f"the config has no '{section}' section")

@@ -219,7 +219,10 @@ def write_report(rows: list[dict], workdir: str, command: str, threshold: float,
 
 
 def plot_curves(names: list[str], workdir: str, threshold: float) -> None:
-  import matplotlib
+  try:  # an extra: only this plot needs it
+    import matplotlib
+  except ImportError:
+    raise SystemExit('ablations: the curves plot needs matplotlib: pip install "alexnet_jax[plots]"') from None
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 

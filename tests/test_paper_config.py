@@ -61,3 +61,21 @@ def test_stored_size_pooling_and_activation_sizes_follow_the_paper():
   assert (spec.pool_window, spec.pool_stride) == (3, 2)  # §3.4: z = 3, s = 2
   # §3.5 / Figure 2: 55x55 after conv1 (27 after its pooling), 27 -> 13, 13, 13, 13 -> 6.
   assert spec.feature_map_sizes() == {"conv1": 27, "conv2": 13, "conv3": 13, "conv4": 13, "conv5": 6}
+
+
+def test_paper_py_is_the_schema_every_config_key_comes_from():
+  import dataclasses
+
+  from alexnet_jax import config_files
+  from alexnet_jax.errors import ConfigError
+
+  known = config_files.known_keys()
+  assert set(known) == {"", "mesh", "model", "optimizer", "data"}
+  # The model section names every field AlexNetSpec has (the spec does not fill in what a config leaves out).
+  assert known["model"] == {f.name for f in dataclasses.fields(AlexNetSpec)}
+  for name in ("paper", "demo", "torchvision", "caffe"):  # the bundled configs set no key paper.py lacks
+    config_files._check_keys(load_config(name))
+  config = load_config("demo")
+  config.model.lrn_sise = 5
+  with pytest.raises(ConfigError, match=r"^unknown config key\(s\) model.lrn_sise; known: model.activation, "):
+    config_files._check_keys(config)

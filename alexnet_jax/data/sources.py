@@ -199,23 +199,10 @@ def _resize_bilinear(grey: np.ndarray, size: int) -> np.ndarray:
 
 
 def digits(image_size: int, eval_fraction: float = 0.2, stored_size: int = 0) -> Splits:
-  """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 10 classes): the demo's data.
+  """The demo's 1,797 handwritten digits, shipped in the package: see ``alexnet_jax.data.digits``."""
+  from alexnet_jax.data import digits as digits_data  # it imports this module
 
-  Upscaled to the stored size and repeated to RGB. The held-out split is fixed (stratified, seed 0),
-  whatever the run's seed, so every run is evaluated on the same images.
-  """
-  from sklearn.datasets import load_digits
-  from sklearn.model_selection import train_test_split
-
-  data = load_digits()
-  size = stored_size_for(image_size, stored_size)
-  grey = _resize_bilinear(data.images.astype(np.float64) * (255.0 / 16.0), size)
-  rgb = np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-  train_idx, eval_idx = train_test_split(np.arange(len(rgb)), test_size=eval_fraction, random_state=0,
-                                         stratify=data.target)
-  labels = data.target.astype(np.int32)
-  return Splits(ArraySource(rgb[train_idx], labels[train_idx]), ArraySource(rgb[eval_idx], labels[eval_idx]),
-                num_classes=10, stored_size=size, class_names=tuple(str(d) for d in range(10)))
+  return digits_data.load(image_size, eval_fraction, stored_size)
 
 
 PREPARE_HINT = "python -m alexnet_jax.prepare --tars=DIR_WITH_THE_TWO_ILSVRC2012_TARS --data_dir={data_dir}"
