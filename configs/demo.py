@@ -1,7 +1,7 @@
 """The demo: the paper's network and training loop on handwritten digits that ship in the package.
 
-Real data (1,797 8x8 scans, 10 classes: scikit-learn's copy of the UCI set, alexnet_jax/data/digits.csv.gz), upscaled to 73x73 RGB and cropped
-to 64x64 like the paper's 224 of 256; runs anywhere, a CPU laptop included:
+Real data (1,797 8x8 scans, 10 classes: scikit-learn's copy of the UCI set, alexnet_jax/data/digits.csv.gz),
+upscaled to 73x73 RGB and cropped to 64x64 like the paper's 224 of 256; runs anywhere, a CPU laptop included:
 
     python -m alexnet_jax.main --config=configs/demo.py --workdir=runs/demo
 
