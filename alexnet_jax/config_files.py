@@ -44,7 +44,7 @@ KNOWN_KEYS = {
     "mesh": {"data", "model"},
     "optimizer": {"learning_rate", "momentum", "weight_decay", "decay_biases", "schedule", "factor", "patience",
                   "max_reductions", "min_improvement", "step_epochs", "freeze_convs"},
-    "data": {"source", "name", "data_dir", "train_split", "eval_split", "num_workers", "random_flip",
+    "data": {"source", "name", "data_dir", "train_split", "eval_split", "num_workers", "prefetch", "random_flip",
              "pca_lighting", "lighting_std", "eval_views", "pixel_scale", "mean_rgb", "std_rgb", "stored_size"},
 }
 
