@@ -155,7 +155,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   from alexnet_jax import sharding
   from alexnet_jax.data import batch as batch_lib, input_pipeline, preprocess, sources, stats as stats_lib
   from alexnet_jax.data.batch import ALPHA, IMAGE, LABEL, MASK, OFFSET, VALID
-  from alexnet_jax.training import optim, steps
+  from alexnet_jax.training import optim, steps as steps_lib  # `steps` is the step count here
   from alexnet_jax.training.state import initial_state
   from alexnet_jax.model import AlexNet, AlexNetSpec
 
@@ -183,7 +183,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   eval_batch = sharding.global_batch(mesh, eval_host, n)
   key = jax.random.key(0)
 
-  train_step = steps.make_train_step(spec, mesh, tx, config.data.pixel_scale)
+  train_step = steps_lib.make_train_step(spec, mesh, tx, config.data.pixel_scale)
   start = time.perf_counter()
   compiled = train_step.lower(state, batch, key, consts).compile()
   compile_seconds = time.perf_counter() - start
@@ -199,7 +199,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
 
   run_train(2)  # warm-up
   train_rate = _median_rate(run_train, n, steps, repeats)
-  eval_step = steps.make_eval_step(spec, mesh, config.data.pixel_scale)
+  eval_step = steps_lib.make_eval_step(spec, mesh, config.data.pixel_scale)
   params_now, stats_now = holder["state"]["params"], holder["state"].get("batch_stats")
 
   def run_eval(k):
