@@ -3,8 +3,8 @@
 Without ``--input_only``: compiles the jitted train step once (its compile time reported apart), then
 times it and the eval step on device-resident synthetic batches (uint8 crops, so the device-side
 preprocessing is included), as the median over ``--repeats`` runs of ``--steps`` steps each; with
-``--synthetic=N`` also end to end through the real grain pipeline. Model FLOP utilisation is reported
-where the peak is known.
+``--synthetic=N`` also end to end through the real grain pipeline, its batches placed ``data.prefetch``
+ahead as in training. Model FLOP utilisation is reported where the peak is known.
 
 ``--input_only``: images/s of the input pipeline. Measures the host pipeline (decode, crop, flip and
 lighting draws) with 0 worker processes (in-process), 1 worker (the per-worker rate) and ``--workers``
@@ -153,8 +153,9 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   from flax import nnx
 
   from alexnet_jax import sharding
-  from alexnet_jax.data import input_pipeline, preprocess, sources, stats as stats_lib
-  from alexnet_jax.training import optim, steps
+  from alexnet_jax.data import batch as batch_lib, input_pipeline, preprocess, sources, stats as stats_lib
+  from alexnet_jax.data.batch import ALPHA, IMAGE, LABEL, MASK, OFFSET, VALID
+  from alexnet_jax.training import optim, steps as steps_lib  # `steps` is the step count here
   from alexnet_jax.training.state import initial_state
   from alexnet_jax.model import AlexNet, AlexNetSpec
 
@@ -169,17 +170,20 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   tx = optim.paper_sgd(config.optimizer.learning_rate, config.optimizer.momentum, config.optimizer.weight_decay)
   state = initial_state(model, tx)
   rng = np.random.default_rng(0)
-  host = {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-          "offset": np.tile(np.array([[(stored - size) // 2, (stored - size) // 2, 0]], np.int32), (n, 1)),
-          "alpha": rng.normal(0, 0.1, (n, 3)).astype(np.float32),
-          "label": rng.integers(0, spec.num_classes, n).astype(np.int32), "valid": np.ones(n, bool)}
+  host = batch_lib.blank(batch_lib.TRAIN, n, size=size)
+  host[IMAGE][:] = rng.integers(0, 256, host[IMAGE].shape, dtype=np.uint8)
+  host[OFFSET][:] = ((stored - size) // 2, (stored - size) // 2, 0)  # the centre crop, unmirrored
+  host[ALPHA][:] = rng.normal(0, 0.1, host[ALPHA].shape)
+  host[LABEL][:] = rng.integers(0, spec.num_classes, n)
+  host[VALID][:] = True
   batch = sharding.global_batch(mesh, host, n)
-  eval_host = {"image": host["image"][:, None], "offset": host["offset"][:, None], "label": host["label"],
-               "mask": np.ones(n, bool), "padding": np.zeros(n, bool)}
+  eval_host = batch_lib.blank(batch_lib.EVAL, n, size=size, **batch_lib.eval_dims(1))
+  eval_host[IMAGE][:], eval_host[OFFSET][:] = host[IMAGE][:, None], host[OFFSET][:, None]
+  eval_host[LABEL][:], eval_host[MASK][:] = host[LABEL], True
   eval_batch = sharding.global_batch(mesh, eval_host, n)
   key = jax.random.key(0)
 
-  train_step = steps.make_train_step(spec, mesh, tx, config.data.pixel_scale)
+  train_step = steps_lib.make_train_step(spec, mesh, tx, config.data.pixel_scale)
   start = time.perf_counter()
   compiled = train_step.lower(state, batch, key, consts).compile()
   compile_seconds = time.perf_counter() - start
@@ -195,7 +199,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
 
   run_train(2)  # warm-up
   train_rate = _median_rate(run_train, n, steps, repeats)
-  eval_step = steps.make_eval_step(spec, mesh, config.data.pixel_scale)
+  eval_step = steps_lib.make_eval_step(spec, mesh, config.data.pixel_scale)
   params_now, stats_now = holder["state"]["params"], holder["state"].get("batch_stats")
 
   def run_eval(k):
@@ -206,15 +210,16 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   run_eval(2)
   eval_rate = _median_rate(run_eval, n, steps, repeats)
 
-  end_to_end = None
+  end_to_end, prefetch = None, input_pipeline.prefetch(config.data)
   if synthetic:
     with tempfile.TemporaryDirectory() as tmp:
       splits = sources.prepared(synthetic_prepared(tmp, synthetic, stored), size)
-      iterator = input_pipeline.train_iterator(splits, config)
+      # As the training loop gets them: placed on the mesh, data.prefetch batches ahead.
+      iterator = input_pipeline.device_batches(input_pipeline.train_iterator(splits, config), mesh, n, prefetch)
 
       def run_real(k):
         for _ in range(k):
-          holder["state"], metrics = compiled(holder["state"], sharding.global_batch(mesh, next(iterator), n), key, consts)
+          holder["state"], metrics = compiled(holder["state"], next(iterator), key, consts)
         jax.block_until_ready(metrics)
 
       run_real(2)
@@ -225,7 +230,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   peak = peak_flops(device, spec.dtype)
   mfu = flops_per_step * train_rate / n / (peak * mesh.size) if peak and flops_per_step else None
   result = {"train_images_per_sec": train_rate, "eval_images_per_sec": eval_rate,
-            "end_to_end_images_per_sec": end_to_end, "compile_seconds": compile_seconds,
+            "end_to_end_images_per_sec": end_to_end, "prefetch": prefetch, "compile_seconds": compile_seconds,
             "device_kind": device.device_kind, "devices": mesh.size, "mesh": dict(mesh.shape), "batch_size": n,
             "dtype": spec.dtype, "towers": spec.towers, "lrn": spec.lrn, "train_gflop_per_image": flops_per_step / n / 1e9,
             "mfu": mfu, "huge_page_malloc": host_memory.huge_page_malloc_enabled()}
@@ -236,7 +241,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
         + (f", MFU {mfu:.1%}" if mfu else ""))
   print(f"  eval step (1 crop)     {eval_rate:10,.0f} images/s")
   if end_to_end:
-    print(f"  end to end (grain, {config.data.num_workers} workers) {end_to_end:10,.0f} images/s")
+    print(f"  end to end (grain, {config.data.num_workers} workers, prefetch {prefetch}) {end_to_end:10,.0f} images/s")
   print(json.dumps(result))
   return result
 

@@ -73,6 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.train_split = "train"
   config.data.eval_split = "validation"  # §6: results on the ILSVRC-2012 validation set
   config.data.num_workers = 8
+  config.data.prefetch = 2             # not in the paper: batches placed on the devices ahead of the step
   config.data.random_flip = True       # §4.1: random 224x224 patches and their horizontal reflections
   config.data.pca_lighting = True      # §4.1: add multiples of the RGB principal components ...
   config.data.lighting_std = 0.1       # §4.1: ... alpha ~ N(0, 0.1), once per image per pass

@@ -1,4 +1,5 @@
-"""The data path's host half: source -> grain pipeline -> this process's slice of each global batch.
+"""The data path to the devices: source -> grain pipeline -> this process's slice of each global batch
+-> placed, prefetched global batches (``device_batches``); the keys are ``batch``'s.
 
 Training batches: shuffled anew every pass, augmented, ``batch_size / shards`` images per data shard;
 the same global batches whatever the number of processes. The grain iterator's state goes into every
@@ -8,6 +9,8 @@ Eval batches: every image exactly once; the last batch is padded and carries a `
 
 from __future__ import annotations
 
+import collections
+import copy
 import functools
 import gc
 import hashlib
@@ -18,7 +21,9 @@ from typing import Iterator
 import grain
 import numpy as np
 
-from alexnet_jax.data import augment, stats as stats_lib
+from alexnet_jax import sharding
+from alexnet_jax.data import augment, batch as batch_lib, stats as stats_lib
+from alexnet_jax.data.batch import LABEL, MASK, PADDING, VALID
 from alexnet_jax.errors import ConfigError, UserError
 from alexnet_jax.data.sources import Splits
 
@@ -132,6 +137,69 @@ def train_iterator(splits: Splits, config, shard_index: int = 0, shard_count: in
   return iter(it)
 
 
+class DeviceBatches(grain.DatasetIterator):
+  """Global batches placed on ``mesh`` from a host iterator of local ones, ``size`` batches ahead: the next
+  batches travel to the devices (``device_put`` is asynchronous) while a step runs; ``size=0`` places each
+  batch when asked for it.
+
+  Its state (``get_state``/``set_state``, what checkpoints save) is the host iterator's as of the last
+  batch handed out, not as of the last one pulled: a run resumed from it gets exactly the batch after the
+  one its last step consumed. The host iterator is grain's as the parent, so grain's checkpoint handler
+  saves and restores this iterator like the host one, in the same format.
+  """
+
+  def __init__(self, host, mesh, global_size: int, size: int = 2):
+    stateful = isinstance(host, grain.DatasetIterator)
+    super().__init__(host if stateful else ())
+    self._host, self._stateful, self._size = host, stateful, size
+    self._place = functools.partial(sharding.global_batch, mesh, global_size=global_size)
+    self._ahead = collections.deque()  # (placed batch, host state after pulling it)
+    self._state = None  # host state after the last batch handed out; None: the host's own
+
+  def __next__(self) -> dict:
+    while len(self._ahead) <= self._size:
+      if self._stateful and self._state is None:
+        self._state = copy.deepcopy(self._host.get_state())
+      try:
+        local = next(self._host)
+      except StopIteration:
+        break
+      # A copy: the host may update its state object in place as it runs ahead.
+      state = copy.deepcopy(self._host.get_state()) if self._stateful else None
+      self._ahead.append((self._place(local), state))
+    if not self._ahead:
+      raise StopIteration
+    batch, self._state = self._ahead.popleft()
+    return batch
+
+  def get_state(self) -> dict:
+    return copy.deepcopy(self._state) if self._state is not None else self._host.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._ahead.clear()  # placed from the old position
+    self._host.set_state(state)
+    self._state = copy.deepcopy(state)
+
+  def close(self) -> None:
+    self._ahead.clear()
+    if hasattr(self._host, "close"):  # a generator of eval batches, too
+      self._host.close()
+    super().close()
+
+
+def prefetch(data_config) -> int:
+  """``data.prefetch``: batches placed ahead (2 where a config recorded before the key has none)."""
+  return data_config.get("prefetch", 2)
+
+
+def device_batches(host, mesh, global_size: int, size: int = 2) -> DeviceBatches:
+  """``host``'s local batches (a grain iterator or any iterator of dicts) as global batches on ``mesh``,
+  ``size`` placed ahead; ``close`` frees them and closes ``host``."""
+  if size < 0:
+    raise ConfigError(f"data.prefetch={size}: the batches placed ahead are 0 or more")
+  return DeviceBatches(host, mesh, global_size, size)
+
+
 def close(iterator) -> None:
   """Stops the worker processes and lets grain free the batches' shared memory.
 
@@ -146,10 +214,10 @@ def close(iterator) -> None:
 
 def pad_batch(batch: dict, size: int) -> dict:
   """Pads a batch to ``size`` examples with zeros; ``mask`` marks the real, readable ones."""
-  n = len(batch["label"])
+  n = len(batch[LABEL])
   padded = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
-  padded["mask"] = (np.arange(size) < n) & padded.pop("valid").astype(bool)
-  padded["padding"] = np.arange(size) >= n
+  padded[MASK] = (np.arange(size) < n) & padded.pop(VALID).astype(bool)
+  padded[PADDING] = np.arange(size) >= n
   return padded
 
 
@@ -170,8 +238,13 @@ def eval_batches(splits: Splits, image_size: int, global_batch: int, views: int 
   # Threads decode up to two batches' images ahead (decoding releases the GIL); order is kept.
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * local))
   batches = iter(ds.batch(local, drop_remainder=False))
-  blank = augment.eval_views({"image": np.zeros((splits.stored_size,) * 2 + (3,), np.uint8),
-                              "label": np.int32(0), "valid": True}, image_size, views)
-  empty = {k: np.zeros((0, *np.shape(v)), np.asarray(v).dtype) for k, v in blank.items()}
   for _ in range(num_batches):
-    yield pad_batch(next(batches, empty), local)
+    host = next(batches, None)
+    yield pad_batch(host, local) if host is not None else _padding_only(local, image_size, views)
+
+
+def _padding_only(size: int, image_size: int, views: int) -> dict:
+  """A batch of padding alone: where this process's shard runs out before the others'."""
+  padding = batch_lib.blank(batch_lib.EVAL, size, size=image_size, **batch_lib.eval_dims(views))
+  padding[PADDING][:] = True
+  return padding

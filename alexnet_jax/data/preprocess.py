@@ -3,6 +3,7 @@
 ``x = (mirror?(crop - mean_image[same window]) + lighting) / std_rgb * pixel_scale``: the paper's mean
 image subtraction (§2), horizontal reflection and PCA lighting (§4.1, ``stats.rgb_shift``) as one fused pass
 (``std_rgb``, in 0..255 units, only for imported weights that expect it; the paper divides by nothing).
+The arrays are a placed batch's (``batch.TRAIN`` and ``batch.EVAL`` give their keys, shapes and dtypes).
 """
 
 from __future__ import annotations

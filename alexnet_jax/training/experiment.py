@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -36,14 +36,21 @@ class Experiment:
   num_steps: int
   data_shard: tuple[int, int]
 
-  def eval_batches(self) -> Iterator[dict]:
+  def eval_batches(self, views: int | None = None, prefetch: int | None = None) -> input_pipeline.DeviceBatches:
+    """The eval split as placed global batches of ``views`` crops per image (default: the config's),
+    ``prefetch`` placed ahead (default: the config's)."""
     index, count = self.data_shard
-    return input_pipeline.eval_batches(self.splits, self.spec.image_size, self.config.batch_size,
-                                       self.config.data.eval_views, index, count)
+    views = self.config.data.eval_views if views is None else views
+    host = input_pipeline.eval_batches(self.splits, self.spec.image_size, self.config.batch_size, views, index, count)
+    size = input_pipeline.prefetch(self.config.data) if prefetch is None else prefetch
+    return input_pipeline.device_batches(host, self.mesh, self.config.batch_size, size)
 
   def evaluate(self, eval_step: Callable) -> dict[str, float]:
-    return steps.evaluate(eval_step, self.state["params"], self.eval_batches(), self.mesh, self.config.batch_size,
-                    self.consts, self.state.get("batch_stats"))
+    batches = self.eval_batches()
+    try:
+      return steps.evaluate(eval_step, self.state["params"], batches, self.consts, self.state.get("batch_stats"))
+    finally:
+      batches.close()
 
 
 def steps_from(every: int, steps_per_epoch: int) -> int:

@@ -13,9 +13,9 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from alexnet_jax import sharding
 from alexnet_jax import model as model_lib
-from alexnet_jax.data import input_pipeline, preprocess
+from alexnet_jax.data import preprocess
+from alexnet_jax.data.batch import IMAGE, MASK, OFFSET
 from alexnet_jax.errors import TrainingError, UserError
 from alexnet_jax.model import AlexNetSpec
 from alexnet_jax.training import checkpointing
@@ -108,12 +108,11 @@ class DeadNetworkWatch:
   def _dead_layers(self) -> list[str]:
     exp = self.exp
     if self._probe is None:
-      index, count = exp.data_shard
-      local = next(iter(input_pipeline.eval_batches(exp.splits, exp.spec.image_size, exp.config.batch_size, 1,
-                                                    index, count)))
-      batch = sharding.global_batch(exp.mesh, local, exp.config.batch_size)
-      images = preprocess.views_input(batch["image"], batch["offset"], exp.consts, exp.config.data.pixel_scale)
-      self._probe = (images, batch["mask"])
+      batches = exp.eval_batches(views=1, prefetch=0)  # one batch wanted: none placed ahead
+      batch = next(batches)
+      batches.close()
+      images = preprocess.views_input(batch[IMAGE], batch[OFFSET], exp.consts, exp.config.data.pixel_scale)
+      self._probe = (images, batch[MASK])
     zero = jax.device_get(_all_zero_layers(exp.spec, exp.mesh, exp.state["params"], exp.state.get("batch_stats"),
                                            *self._probe))
     return [name for name in model_lib.ACTIVATION_NAMES[:-1] if zero[name]]

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alexnet_jax import sharding
 from alexnet_jax import model as model_lib
 from alexnet_jax.data import preprocess
+from alexnet_jax.data.batch import ALPHA, IMAGE, LABEL, MASK, OFFSET, PADDING, VALID
 from alexnet_jax.errors import TrainingError
 from alexnet_jax.model import AlexNetSpec
 from alexnet_jax.platform import compiler
@@ -25,20 +25,20 @@ def make_train_step(spec: AlexNetSpec, mesh, tx: optax.GradientTransformation, p
   def train_step(state: State, batch: dict, dropout_key: jax.Array, consts: dict):
     # Dropout masks from (seed, step): a resumed run draws the same masks as an uninterrupted one.
     key = jax.random.fold_in(dropout_key, state["step"])
-    images = preprocess.network_input(batch["image"], batch["offset"], consts, pixel_scale, batch["alpha"])
-    valid = batch["valid"].astype(jnp.float32)  # unreadable images count for nothing
+    images = preprocess.network_input(batch[IMAGE], batch[OFFSET], consts, pixel_scale, batch[ALPHA])
+    valid = batch[VALID].astype(jnp.float32)  # unreadable images count for nothing
     count = jnp.maximum(valid.sum(), 1.0)
 
     def loss_fn(params):
       logits, batch_stats = model_lib.train_apply(spec, mesh, params, state.get("batch_stats", {}), images, key)
-      return jnp.sum(metrics.cross_entropy(logits, batch["label"]) * valid) / count, (logits, batch_stats)
+      return jnp.sum(metrics.cross_entropy(logits, batch[LABEL]) * valid) / count, (logits, batch_stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     step_metrics = {
         "train_loss": loss,
-        "train_top1_error": jnp.sum(metrics.top_k_wrong(logits, batch["label"], 1) * valid) / count,
+        "train_top1_error": jnp.sum(metrics.top_k_wrong(logits, batch[LABEL], 1) * valid) / count,
         "learning_rate": optim.current_learning_rate(opt_state),
         "train_skipped_images": jnp.sum(1.0 - valid),
     }
@@ -68,30 +68,31 @@ def make_eval_step(spec: AlexNetSpec, mesh, pixel_scale: float) -> Callable:
   """
 
   def eval_step(params, batch: dict, consts: dict, batch_stats: dict | None = None):
-    batch_size, views = batch["offset"].shape[:2]
-    images = preprocess.views_input(batch["image"], batch["offset"], consts, pixel_scale)
+    batch_size, views = batch[OFFSET].shape[:2]
+    images = preprocess.views_input(batch[IMAGE], batch[OFFSET], consts, pixel_scale)
     logits = model_lib.apply(spec, mesh, params, images, batch_stats=batch_stats)
     # log of the views' mean softmax, computed stably; for one view it is just log_softmax(logits).
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch_size, views, -1)
     scores = jax.nn.logsumexp(log_probs, axis=1) - jnp.log(views)
-    mask = batch["mask"].astype(jnp.float32)
+    mask = batch[MASK].astype(jnp.float32)
     return {
-        "loss": jnp.sum(metrics.cross_entropy(scores, batch["label"]) * mask),
-        "top1": jnp.sum(metrics.top_k_wrong(scores, batch["label"], 1) * mask),
-        "top5": jnp.sum(metrics.top_k_wrong(scores, batch["label"], 5) * mask),
+        "loss": jnp.sum(metrics.cross_entropy(scores, batch[LABEL]) * mask),
+        "top1": jnp.sum(metrics.top_k_wrong(scores, batch[LABEL], 1) * mask),
+        "top5": jnp.sum(metrics.top_k_wrong(scores, batch[LABEL], 5) * mask),
         "count": jnp.sum(mask),
-        "skipped": jnp.sum(1.0 - mask - batch["padding"].astype(jnp.float32)),
+        "skipped": jnp.sum(1.0 - mask - batch[PADDING].astype(jnp.float32)),
     }
 
   return compiler.jit(eval_step)
 
 
-def evaluate(eval_step: Callable, params, batches: Iterator[dict], mesh, global_batch: int,
-             consts: dict, batch_stats: dict | None = None) -> dict[str, float]:
-  """Loss and top-1/top-5 error over every eval image (sums stay on the device until the end)."""
+def evaluate(eval_step: Callable, params, batches: Iterator[dict], consts: dict,
+             batch_stats: dict | None = None) -> dict[str, float]:
+  """Loss and top-1/top-5 error over every eval image of ``batches`` (placed global batches,
+  ``input_pipeline.device_batches``); the sums stay on the device until the end."""
   totals = None
-  for local in batches:
-    sums = eval_step(params, sharding.global_batch(mesh, local, global_batch), consts, batch_stats)
+  for batch in batches:
+    sums = eval_step(params, batch, consts, batch_stats)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = max(float(totals["count"]), 1.0)

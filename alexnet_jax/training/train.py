@@ -83,7 +83,9 @@ def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
             flush=True)
   exp = experiment.build(config, workdir, resuming)
   index, count = exp.data_shard
-  train_iter = input_pipeline.train_iterator(exp.splits, config, index, count)
+  # The loop gets placed batches, prefetched: the step's input is already on the devices when it starts.
+  train_iter = input_pipeline.device_batches(input_pipeline.train_iterator(exp.splits, config, index, count),
+                                             exp.mesh, config.batch_size, input_pipeline.prefetch(config.data))
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoints_to_keep)
 
   # Load checkpoint
@@ -153,9 +155,7 @@ def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
 
   try:
     for step in range(start_step + 1, exp.num_steps + 1):
-      batch = sharding.global_batch(exp.mesh, next(train_iter), config.batch_size)
-      exp.state, step_metrics = train_step(exp.state, batch, dropout_key, exp.consts)
-      del batch  # no host batch outlives its step (input_pipeline.close frees the last ones)
+      exp.state, step_metrics = train_step(exp.state, next(train_iter), dropout_key, exp.consts)
       pending.append(step_metrics)
       progress.update(1)
 
