@@ -48,7 +48,7 @@ def synthetic_prepared(directory: str, count: int, size: int = 256) -> str:
   """A prepared-format dataset of ``count`` photo-like JPEGs: smooth structure plus fine detail."""
   from PIL import Image
 
-  from alexnet_jax.data import images, sources, stats as stats_lib
+  from alexnet_jax.data import images, prepared_source, stats as stats_lib
   from array_record.python.array_record_module import ArrayRecordWriter
 
   out = os.path.join(directory, f"synthetic-{size}")
@@ -60,7 +60,7 @@ def synthetic_prepared(directory: str, count: int, size: int = 256) -> str:
       coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
       detail = rng.normal(0, 12, (size, size, 3))
       picture = np.clip(np.asarray(coarse, np.float64) + detail, 0, 255).astype(np.uint8)
-      writer.write(sources.pack_record(i % 1000, images.encode_jpeg(picture, 90)))
+      writer.write(prepared_source.pack_record(i % 1000, images.encode_jpeg(picture, 90)))
     writer.close()
   open(os.path.join(out, "classes.txt"), "w").write("\n".join(f"class{i}" for i in range(1000)) + "\n")
   stats_lib.DatasetStats(np.full((size, size, 3), 120, np.float32), np.array([0.2, 0.02, 0.005], np.float32),
@@ -106,11 +106,11 @@ def time_device_half(splits, config, batches: int) -> float:
 
 
 def input_benchmark(config, synthetic: int, batches: int, workers: int) -> dict:
-  from alexnet_jax.data import sources
+  from alexnet_jax.data import prepared_source, sources
 
   with tempfile.TemporaryDirectory() as tmp:
     if synthetic:
-      splits = sources.prepared(synthetic_prepared(tmp, synthetic), config.model.image_size)
+      splits = prepared_source.load(synthetic_prepared(tmp, synthetic), config.model.image_size)
       origin = f"{synthetic} synthetic 256x256 JPEGs"
     else:
       splits = sources.load(config.data, config.model.image_size)
@@ -153,7 +153,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   from flax import nnx
 
   from alexnet_jax import sharding
-  from alexnet_jax.data import batch as batch_lib, input_pipeline, preprocess, sources, stats as stats_lib
+  from alexnet_jax.data import batch as batch_lib, dataset, input_pipeline, preprocess, prepared_source, stats as stats_lib
   from alexnet_jax.data.batch import ALPHA, IMAGE, LABEL, MASK, OFFSET, VALID
   from alexnet_jax.training import optim, steps as steps_lib  # `steps` is the step count here
   from alexnet_jax.training.state import initial_state
@@ -162,7 +162,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
   spec = AlexNetSpec.from_config(config.model)
   n, size = config.batch_size, spec.image_size
-  stored = sources.stored_size_for(size, config.data.stored_size)
+  stored = dataset.stored_size_for(size, config.data.stored_size)
   stats = stats_lib.DatasetStats(np.full((stored, stored, 3), 120, np.float32), np.array([0.2, 0.02, 0.005], np.float32),
                                  np.eye(3, dtype=np.float32), 1)
   consts = preprocess.constants(stats, mesh)
@@ -213,7 +213,7 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
   end_to_end, prefetch = None, input_pipeline.prefetch(config.data)
   if synthetic:
     with tempfile.TemporaryDirectory() as tmp:
-      splits = sources.prepared(synthetic_prepared(tmp, synthetic, stored), size)
+      splits = prepared_source.load(synthetic_prepared(tmp, synthetic, stored), size)
       # As the training loop gets them: placed on the mesh, data.prefetch batches ahead.
       iterator = input_pipeline.device_batches(input_pipeline.train_iterator(splits, config), mesh, n, prefetch)
 

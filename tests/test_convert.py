@@ -221,7 +221,7 @@ def test_imported_caffe_checkpoint_evaluates_like_the_reference(caffe_npy, tmp_p
 
   # 1,000 class folders (the class count comes from the training folder), 4 images to train-stat, 4 to test.
   rng = np.random.default_rng(4)
-  stored = 259  # sources.stored_size_for(227): the images are stored at that size, so no resizing happens
+  stored = 259  # dataset.stored_size_for(227): the images are stored at that size, so no resizing happens
   pictures = rng.integers(0, 256, (8, stored, stored, 3), dtype=np.uint8)
   for c in range(1000):
     (tmp_path / "data" / "train" / f"c{c:04d}").mkdir(parents=True)

@@ -11,7 +11,7 @@ from absl import flags
 from jax.sharding import NamedSharding
 
 from alexnet_jax import sharding
-from alexnet_jax.data import batch as batch_lib, input_pipeline, sources
+from alexnet_jax.data import batch as batch_lib, digits, input_pipeline
 from alexnet_jax.data.batch import IMAGE, LABEL, MASK, PADDING, VALID
 from alexnet_jax.training import checkpointing, experiment, metrics, steps, train
 from conftest import load_config
@@ -32,7 +32,7 @@ def assert_same(got, want):
 
 
 def test_pipeline_batches_follow_the_schema():
-  splits = sources.digits(64)
+  splits = digits.load(64)
   config = demo()
   iterator = input_pipeline.train_iterator(splits, config)
   batch_lib.check(next(iterator), batch_lib.TRAIN, size=64)
@@ -51,7 +51,7 @@ def test_pipeline_batches_follow_the_schema():
 @pytest.mark.parametrize("workers,size", [(0, 0), (0, 2), (2, 3)])
 def test_a_prefetching_iterator_saves_the_position_of_the_batch_handed_out(workers, size):
   config = demo(workers)
-  splits = sources.digits(64)
+  splits = digits.load(64)
   mesh = sharding.make_mesh(data=2, model=1, devices=jax.devices()[:2])
   plain = input_pipeline.train_iterator(splits, config)
   expected = [next(plain) for _ in range(7)]
@@ -74,7 +74,7 @@ def test_a_prefetching_iterator_saves_the_position_of_the_batch_handed_out(worke
 def test_a_checkpoint_of_a_prefetching_iterator_restores_into_a_plain_one_and_back(tmp_path):
   # The saved file is grain's own: checkpoints from before prefetching resume, and the other way round.
   config = demo()
-  splits = sources.digits(64)
+  splits = digits.load(64)
   mesh = sharding.make_mesh(data=1, model=1, devices=jax.devices()[:1])
   plain = input_pipeline.train_iterator(splits, config)
   expected = [next(plain) for _ in range(5)]
@@ -149,7 +149,7 @@ def test_closing_frees_the_shared_memory_of_batches_placed_ahead(monkeypatch):
 
   monkeypatch.setattr(sharding, "global_batch", placing)
   mesh = sharding.make_mesh(data=1, model=1, devices=jax.devices()[:1])
-  iterator = input_pipeline.device_batches(input_pipeline.train_iterator(sources.digits(64), demo(1)), mesh, 8, 2)
+  iterator = input_pipeline.device_batches(input_pipeline.train_iterator(digits.load(64), demo(1)), mesh, 8, 2)
   next(iterator)
   assert len(names) == 3 * 5 and all(map(os.path.exists, names))  # the batch handed out and two ahead
   input_pipeline.close(iterator)

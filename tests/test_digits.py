@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from alexnet_jax.data import digits, sources
+from alexnet_jax.data import digits
 
 
 def _split():
@@ -41,7 +41,7 @@ def test_the_split_is_the_one_the_demo_was_measured_on():
 
 
 def test_the_splits_pixels_and_labels():
-  splits = sources.digits(64)
+  splits = digits.load(64)
   assert (len(splits.train), len(splits.eval), splits.stored_size, splits.num_classes) == (1437, 360, 73, 10)
   labels, train, test = _split()
   assert splits.eval.labels.dtype == np.int32 and splits.eval.labels.tolist() == labels[test].tolist()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax.data import sources
+from alexnet_jax.data import folder_source
 
 
 def image(path, value=128):
@@ -44,7 +44,7 @@ def test_listing_skips_broken_entries_and_names_them_in_one_warning(tmp_path, ca
   image(tmp_path / "elsewhere" / "bird" / "0.png")
   os.symlink(tmp_path / "elsewhere" / "bird", data / "train" / "bird")  # a symlinked class directory: kept
   with caplog.at_level(logging.WARNING):
-    splits = sources.folder(str(data), 64)
+    splits = folder_source.load(str(data), 64)
   assert splits.class_names == ("bird", "cat", "dog") and splits.num_classes == 3
   train = data / "train"
   want = ["bird/0.png", "cat/0.png", "cat/1.png", "cat/link.png", "dog/0.png", "dog/1.png"]
@@ -65,7 +65,7 @@ def test_the_skip_warning_names_five_entries_and_counts_the_rest(tmp_path, caplo
   for i in range(7):
     os.symlink(f"gone{i}", data / "train" / "dog" / f"d{i}.png")
   with caplog.at_level(logging.WARNING):
-    sources.folder(str(data), 64)
+    folder_source.load(str(data), 64)
   [message] = [m for m in warnings_of(caplog) if "skipping" in m]
   assert message.startswith("skipping 7 entries") and message.count("(dangling symlink)") == 5
   assert message.endswith("dog/d4.png (dangling symlink), ...")
@@ -76,7 +76,7 @@ def test_a_class_directory_that_links_to_an_ancestor_is_named_as_empty(tmp_path,
   write_tree(data)
   os.symlink("..", data / "train" / "up")  # a cycle: listing must neither hang nor find images in it
   with caplog.at_level(logging.WARNING):
-    splits = sources.folder(str(data), 64)
+    splits = folder_source.load(str(data), 64)
   assert splits.empty_classes == ("up",)
   assert f"{data / 'train'} has 1 class directories that hold no image files: up" in warnings_of(caplog)
 
@@ -92,7 +92,7 @@ def test_empty_training_class_directories_are_named_where_the_class_count_is_che
   os.makedirs(data / "train" / "hollow" / "sub")  # only a subdirectory and a hidden file
   (data / "train" / "hollow" / ".DS_Store").write_bytes(b"x")
   with caplog.at_level(logging.WARNING):
-    splits = sources.folder(str(data), 64)
+    splits = folder_source.load(str(data), 64)
   assert splits.empty_classes == ("empty", "hollow")
   assert any("2 class directories that hold no image files: empty, hollow" in m for m in warnings_of(caplog))
   tiny_demo_config.data.source, tiny_demo_config.data.data_dir = "folder", str(data)
@@ -109,7 +109,7 @@ def test_an_empty_class_directory_in_the_eval_split_is_fine(tmp_path):
   write_tree(data)
   for f in (data / "val" / "dog").iterdir():
     f.unlink()
-  splits = sources.folder(str(data), 64)
+  splits = folder_source.load(str(data), 64)
   assert splits.num_classes == 2 and len(splits.eval) == 2
   np.testing.assert_array_equal(splits.eval.labels, [0, 0])
 
@@ -118,7 +118,7 @@ def test_a_file_that_vanishes_or_fails_to_read_is_masked_out_with_one_warning(tm
   data = tmp_path / "data"
   write_tree(data, train=("cat",), per_class=4)
   cat = data / "train" / "cat"
-  source = sources.FolderSource(str(data / "train"), ("cat",), 32)
+  source = folder_source.FolderSource(str(data / "train"), ("cat",), 32)
   (cat / "0.png").unlink()  # deleted after listing
   (cat / "1.png").unlink()
   os.mkdir(cat / "1.png")  # replaced by a directory
@@ -131,7 +131,7 @@ def test_a_file_that_vanishes_or_fails_to_read_is_masked_out_with_one_warning(tm
   def flaky_open(path, *args, **kwargs):
     return FailingRead() if str(path).endswith("2.png") else real_open(path, *args, **kwargs)
 
-  monkeypatch.setattr(sources, "open", flaky_open, raising=False)
+  monkeypatch.setattr(folder_source, "open", flaky_open, raising=False)
   with caplog.at_level(logging.WARNING):
     for _ in range(2):  # a second epoch warns no more
       records = [source[i] for i in range(4)]

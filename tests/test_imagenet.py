@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from alexnet_jax import config_files
-from alexnet_jax.data import imagenet
+from alexnet_jax.data import imagenet, prepared_source, tfds_source
+from alexnet_jax.errors import ConfigError
 from alexnet_jax.data import images, input_pipeline, sources, stats as stats_lib
 from alexnet_jax.training import train
 from alexnet_jax.errors import UserError
@@ -70,7 +71,7 @@ def test_preparation_writes_labelled_paper_resolution_images(fake_ilsvrc, prepar
   synsets, val_labels = imagenet.imagenet_label_files()
   info = json.load(open(os.path.join(out, "info.json")))
   assert (info["num_train"], info["num_validation"], info["skipped_images"]) == (11, 6, 1)  # the corrupt one skipped
-  splits = sources.prepared(out, 64)
+  splits = prepared_source.load(out, 64)
   assert splits.num_classes == 1000 and splits.class_names[5] == synsets[5]
   train_labels = sorted(int(splits.train[i]["label"]) for i in range(len(splits.train)))
   assert train_labels == [1] * 3 + [5] * 4 + [900] * 4  # TFDS ids of the chosen synsets; one of synset 1 corrupt
@@ -89,7 +90,7 @@ def test_preparation_writes_labelled_paper_resolution_images(fake_ilsvrc, prepar
 
 def test_statistics_equal_numpy_over_the_stored_images(prepared):
   _, out = prepared
-  splits = sources.prepared(out, 64)
+  splits = prepared_source.load(out, 64)
   stored = np.stack([splits.train[i]["image"] for i in range(len(splits.train))]).astype(np.float64)
   saved = stats_lib.DatasetStats.load(os.path.join(out, "stats.npz"))
   np.testing.assert_allclose(saved.mean_image, stored.mean(axis=0), rtol=1e-5)
@@ -109,7 +110,7 @@ def test_rerun_skips_finished_files_and_redoes_interrupted_ones(fake_ilsvrc, pre
   open(os.path.join(out, "validation-00000-of-00001.array_record.tmp"), "wb").write(b"half")  # a killed run
   imagenet.prepare_from_tars(str(tars), str(data_dir), size=SIZE, workers=0)
   assert os.stat(shard).st_mtime_ns == before
-  assert len(sources.prepared(out, 64).eval) == 6
+  assert len(prepared_source.load(out, 64).eval) == 6
   assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 
@@ -131,19 +132,19 @@ def test_data_stored_size_finds_data_stored_at_another_ratio_than_the_papers(pre
   data_dir, _ = prepared
   config = load_config("paper")
   config.data.data_dir = str(data_dir)
-  with pytest.raises(sources.ConfigError, match=r"--size=69$"):  # round(60 * 256 / 224): the paper's ratio
+  with pytest.raises(ConfigError, match=r"--size=69$"):  # round(60 * 256 / 224): the paper's ratio
     sources.load(config.data, 60)
   config.data.stored_size = SIZE
   splits = sources.load(config.data, 60)
   assert splits.stored_size == SIZE and splits.train[0]["image"].shape == (SIZE, SIZE, 3)
   config.model.image_size, config.data.stored_size = 64, 60
-  with pytest.raises(sources.ConfigError, match="data.stored_size=60 must be 0"):
+  with pytest.raises(ConfigError, match="data.stored_size=60 must be 0"):
     config_files.validate(config, 2)
 
 
 def test_missing_imagenet_gives_one_line_with_the_fix(tmp_path):
-  with pytest.raises(sources.ConfigError, match=r"not prepared in .*python -m alexnet_jax.prepare --tars="):
-    sources.tfds_splits("imagenet2012", str(tmp_path), 224, "train", "validation")
+  with pytest.raises(ConfigError, match=r"not prepared in .*python -m alexnet_jax.prepare --tars="):
+    tfds_source.load("imagenet2012", str(tmp_path), 224, "train", "validation")
 
 
 def test_tfds_mock_data_feeds_the_pipeline(tmp_path):
@@ -151,7 +152,7 @@ def test_tfds_mock_data_feeds_the_pipeline(tmp_path):
 
   with tfds.testing.mock_data(num_examples=8), \
       mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True):
-    splits = sources.tfds_splits("imagenet2012", str(tmp_path), 64, "train", "validation")
+    splits = tfds_source.load("imagenet2012", str(tmp_path), 64, "train", "validation")
     assert splits.num_classes == 1000 and len(splits.train) == 8
     element = splits.train[3]
     assert element["image"].shape == (SIZE, SIZE, 3) and element["image"].dtype == np.uint8
@@ -203,7 +204,7 @@ def test_a_built_tfds_dataset_is_converted(tmp_path):
     out = imagenet.prepare_from_tfds("mnist", str(tmp_path), size=32)
   info = json.load(open(os.path.join(out, "info.json")))
   assert (info["num_train"], info["num_validation"]) == (5, 5)
-  assert sources.prepared(out, 28).train[0]["image"].shape == (32, 32, 3)
+  assert prepared_source.load(out, 28).train[0]["image"].shape == (32, 32, 3)
 
 
 @pytest.mark.parametrize("module", ["importlib_resources", "tensorflow.compat"])

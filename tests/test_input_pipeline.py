@@ -10,7 +10,8 @@ from absl import flags
 from PIL import Image
 
 from alexnet_jax import sharding
-from alexnet_jax.data import input_pipeline, sources, stats as stats_lib
+from alexnet_jax.data import dataset, digits, folder_source, input_pipeline, stats as stats_lib
+from alexnet_jax.errors import ConfigError
 from alexnet_jax.training import metrics
 from alexnet_jax.errors import TrainingError
 from conftest import load_config, run_cli, tiny_flags
@@ -22,7 +23,7 @@ def test_resumed_iterator_continues_with_exactly_the_next_batch(workers):
   config = load_config("demo")
   config.batch_size = 8
   config.data.num_workers = workers
-  splits = sources.digits(64)
+  splits = digits.load(64)
   uninterrupted = input_pipeline.train_iterator(splits, config)
   expected = [next(uninterrupted) for _ in range(6)]
   first = input_pipeline.train_iterator(splits, config)
@@ -48,7 +49,7 @@ def test_closing_frees_the_shared_memory_of_batches_made_into_device_arrays():
   flags.FLAGS.mark_as_parsed()
   config = load_config("demo")
   config.batch_size, config.data.num_workers = 8, 1
-  iterator = input_pipeline.train_iterator(sources.digits(64), config)
+  iterator = input_pipeline.train_iterator(digits.load(64), config)
   mesh = sharding.make_mesh(1, 1)
   names = []
   for _ in range(3):
@@ -105,8 +106,8 @@ def test_unusable_evaluation_folders_are_refused_before_training(tmp_path, damag
   data = tmp_path / "data"
   write_folder(data)
   damage(data)
-  with pytest.raises(sources.ConfigError, match=message):
-    sources.folder(str(data), 64)
+  with pytest.raises(ConfigError, match=message):
+    folder_source.load(str(data), 64)
 
 
 def test_no_readable_training_image_stops_with_one_line():
@@ -148,7 +149,7 @@ def test_reading_ahead_stops_while_the_consumer_waits():
   # grain's default read up to 500 batches ahead. Bound: the threads' batches plus as many buffered.
   config = load_config("demo")
   config.batch_size, config.data.num_workers = 4, 0
-  splits = sources.Splits(CountingSource(1000, 73), CountingSource(100, 73), 10, 73, tuple(map(str, range(10))))
+  splits = dataset.Splits(CountingSource(1000, 73), CountingSource(100, 73), 10, 73, tuple(map(str, range(10))))
   iterator = input_pipeline.train_iterator(splits, config)
   next(iterator)
   time.sleep(1.0)  # blank images take microseconds: unbounded, thousands would be read by now

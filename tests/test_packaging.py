@@ -48,7 +48,7 @@ def test_a_wheel_installed_elsewhere_runs_the_commands_with_the_bundled_configs(
   assert missing.returncode != 0 and "Traceback" not in missing.stderr, missing.stderr[-3000:]
   # The demo's data from the installed copy, with sklearn unimportable (None in sys.modules: ImportError).
   demo = subprocess.run([sys.executable, "-c", "import sys; sys.modules['sklearn'] = None; "
-                         "from alexnet_jax.data import digits, sources; s = sources.digits(64); "
+                         "from alexnet_jax.data import digits; s = digits.load(64); "
                          "print(digits.__file__, len(s.train), len(s.eval), s.eval.labels[:5].tolist())"],
                         cwd=elsewhere, capture_output=True, text=True, timeout=600, env=env)
   assert demo.returncode == 0, demo.stderr[-3000:]

@@ -3,7 +3,7 @@ section (Krizhevsky, Sutskever & Hinton, NIPS 2012), not read from the code."""
 
 import pytest
 
-from alexnet_jax.data import sources
+from alexnet_jax.data import dataset
 from alexnet_jax.model import AlexNetSpec
 from conftest import load_config
 
@@ -56,7 +56,7 @@ def test_the_paper_config_states_the_papers_value(key, value, where):
 def test_stored_size_pooling_and_activation_sizes_follow_the_paper():
   config = load_config("paper")
   # §2: rescaled so that the shorter side is 256, then the central 256x256 patch.
-  assert sources.stored_size_for(config.model.image_size, config.data.stored_size) == 256
+  assert dataset.stored_size_for(config.model.image_size, config.data.stored_size) == 256
   spec = AlexNetSpec.from_config(config.model)
   assert (spec.pool_window, spec.pool_stride) == (3, 2)  # §3.4: z = 3, s = 2
   # §3.5 / Figure 2: 55x55 after conv1 (27 after its pooling), 27 -> 13, 13, 13, 13 -> 6.

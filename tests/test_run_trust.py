@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax.data import input_pipeline, sources
+from alexnet_jax.data import folder_source, input_pipeline
 from alexnet_jax.training import checkpointing, experiment, guards, metrics, run_record, steps, train
 from alexnet_jax.errors import ConfigError, TrainingError
 from conftest import ONE_DEVICE, ROOT, copy_of, last_line, run_cli, tiny_flags
@@ -236,7 +236,7 @@ def test_dataset_statistics_are_keyed_on_the_data_they_describe(tmp_path):
     source, name, train_split = "folder", "", "train"
   write_folder(tmp_path / "a", {"x": (10, 20, 30), "y": (40, 50, 60)})
   write_folder(tmp_path / "b", {"x": (200, 100, 0), "y": (100, 200, 250)})
-  a, b = sources.folder(str(tmp_path / "a"), 64), sources.folder(str(tmp_path / "b"), 64)
+  a, b = folder_source.load(str(tmp_path / "a"), 64), folder_source.load(str(tmp_path / "b"), 64)
   cache = str(tmp_path / "work" / "data_stats.npz")
   mean_a = input_pipeline.training_stats(a, cache, input_pipeline.data_identity(a, Data)).mean_image
   # Six solid images per set: the mean image is the mean of their colours, pixel for pixel.
@@ -250,7 +250,7 @@ def test_dataset_statistics_are_keyed_on_the_data_they_describe(tmp_path):
   # A moved copy of the same files is the same data.
   identity_b = input_pipeline.data_identity(b, Data)
   os.rename(tmp_path / "b", tmp_path / "b-moved")
-  moved = sources.folder(str(tmp_path / "b-moved"), 64)
+  moved = folder_source.load(str(tmp_path / "b-moved"), 64)
   assert input_pipeline.data_identity(moved, Data) == identity_b
 
 

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax.data import input_pipeline, sources
+from alexnet_jax.data import digits, input_pipeline
 from alexnet_jax.training import experiment, metrics, steps, train
 from alexnet_jax.errors import UserError
 from conftest import ROOT, run_cli, tiny_flags
@@ -51,7 +51,7 @@ def test_metrics_file_and_tensorboard_events(tiny_demo_config, tmp_path):
 
 
 def test_eval_batches_cover_every_image_once_across_processes():
-  splits = sources.digits(64)
+  splits = digits.load(64)
   seen = []
   for process in range(3):
     batches = list(input_pipeline.eval_batches(splits, 64, 48, 1, process, 3))

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from alexnet_jax.data import sources
+from alexnet_jax.data.dataset import ArraySource, Splits, stored_size_for
 
 NUM_IMAGES = 1797
 
@@ -66,15 +66,31 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
   return rng.permutation(train), rng.permutation(test)
 
 
-def load(image_size: int, eval_fraction: float = 0.2, stored_size: int = 0) -> sources.Splits:
+def load(image_size: int, eval_fraction: float = 0.2, stored_size: int = 0) -> Splits:
   """The digits upscaled to the stored size and repeated to RGB. The held-out split is fixed (stratified,
   seed 0), whatever the run's seed, so every run is evaluated on the same images."""
   pixels, labels = raw()
-  size = sources.stored_size_for(image_size, stored_size)
-  grey = sources._resize_bilinear(pixels * (255.0 / 16.0), size)
+  size = stored_size_for(image_size, stored_size)
+  grey = _resize_bilinear(pixels * (255.0 / 16.0), size)
   rgb = np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
   train_idx, eval_idx = stratified_split(labels, eval_fraction, seed=0)
   labels = labels.astype(np.int32)
-  return sources.Splits(sources.ArraySource(rgb[train_idx], labels[train_idx]),
-                        sources.ArraySource(rgb[eval_idx], labels[eval_idx]),
+  return Splits(ArraySource(rgb[train_idx], labels[train_idx]),
+                        ArraySource(rgb[eval_idx], labels[eval_idx]),
                         num_classes=10, stored_size=size, class_names=tuple(str(d) for d in range(10)))
+
+
+def _resize_bilinear(grey: np.ndarray, size: int) -> np.ndarray:
+  """[N, h, w] -> [N, size, size], bilinear with pixel centres aligned (as PIL / jax.image)."""
+  def weights(n_in: int) -> np.ndarray:
+    centres = (np.arange(size) + 0.5) * n_in / size - 0.5
+    centres = np.clip(centres, 0, n_in - 1)
+    lo = np.floor(centres).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = centres - lo
+    w = np.zeros((size, n_in))
+    w[np.arange(size), lo] += 1 - frac
+    w[np.arange(size), hi] += frac
+    return w
+  rows, cols = weights(grey.shape[1]), weights(grey.shape[2])
+  return np.einsum("ih,nhw,jw->nij", rows, grey, cols)

@@ -22,7 +22,7 @@ import time
 import numpy as np
 from absl import logging
 
-from alexnet_jax.data import images, sources, stats as stats_lib
+from alexnet_jax.data import images, prepared_source, stats as stats_lib
 from alexnet_jax.errors import UserError
 
 TRAIN_TAR, VAL_TAR = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
@@ -59,7 +59,7 @@ def _write_shard(path: str, records, size: int, quality: int) -> tuple[int, int]
         logging.warning("skipping unreadable image %s: %s", name, error)
         skipped += 1
         continue
-      writer.write(sources.pack_record(label, images.encode_jpeg(stored, quality)))
+      writer.write(prepared_source.pack_record(label, images.encode_jpeg(stored, quality)))
       written += 1
   finally:
     writer.close()
@@ -128,7 +128,7 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 def _shard_stats(path: str, size: int) -> stats_lib.StatsAccumulator:
   accumulator = stats_lib.StatsAccumulator()
-  source = sources.PreparedSource([path], size)
+  source = prepared_source.PreparedSource([path], size)
   for i in range(len(source)):
     accumulator.add(source[i]["image"])
   return accumulator
@@ -162,7 +162,7 @@ def _run(tasks: list, fn, workers: int, desc: str) -> tuple[int, int]:
 
 def _count_records(out: str, split: str) -> int:
   paths = sorted(os.path.join(out, n) for n in os.listdir(out) if n.startswith(split + "-") and n.endswith(".array_record"))
-  return len(sources.PreparedSource(paths, 0)) if paths else 0
+  return len(prepared_source.PreparedSource(paths, 0)) if paths else 0
 
 
 def prepare_from_tars(tars: str, data_dir: str, size: int = 256, quality: int = 90, workers: int = 0) -> str:
@@ -178,7 +178,7 @@ def prepare_from_tars(tars: str, data_dir: str, size: int = 256, quality: int = 
   names = _tar_file_names(os.path.join(tars, VAL_TAR))
   if len(names) > len(val_labels):
     raise UserError(f"{VAL_TAR} holds {len(names)} images, TFDS knows labels for {len(val_labels)}")
-  out = sources.prepared_dir(data_dir, "imagenet2012", size)
+  out = prepared_source.prepared_dir(data_dir, "imagenet2012", size)
   os.makedirs(out, exist_ok=True)
 
   train_tasks = [(i, len(members), m) for i, m in enumerate(members)]
@@ -233,7 +233,7 @@ def _prepare_from_tfds(name, data_dir, size, quality, workers, splits) -> str:
   import tensorflow_datasets as tfds
 
   builder = _built_tfds_builder(name, data_dir)
-  out = sources.prepared_dir(data_dir, name, size)
+  out = prepared_source.prepared_dir(data_dir, name, size)
   os.makedirs(out, exist_ok=True)
   started, tasks = time.time(), []
   for split, written_as in zip(splits, ("train", "validation")):

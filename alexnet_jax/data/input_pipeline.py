@@ -25,7 +25,7 @@ from alexnet_jax import sharding
 from alexnet_jax.data import augment, batch as batch_lib, stats as stats_lib
 from alexnet_jax.data.batch import LABEL, MASK, PADDING, VALID
 from alexnet_jax.errors import ConfigError, UserError
-from alexnet_jax.data.sources import Splits
+from alexnet_jax.data.dataset import Splits
 
 
 def data_identity(splits: Splits, data_config, sampled_files: int = 16) -> str:

@@ -13,7 +13,7 @@ import optax
 from flax import nnx
 
 from alexnet_jax import config_files, sharding
-from alexnet_jax.data import input_pipeline, preprocess, sources
+from alexnet_jax.data import dataset, input_pipeline, preprocess, sources
 from alexnet_jax.errors import ConfigError, TrainingError, listed
 from alexnet_jax.model import AlexNet, AlexNetSpec
 from alexnet_jax.training import checkpointing, optim, steps
@@ -26,7 +26,7 @@ class Experiment:
   """Everything a run is built from, in the order the data flows."""
   config: Any
   mesh: Any
-  splits: sources.Splits
+  splits: dataset.Splits
   consts: dict  # the training-set statistics on the devices (mean image, RGB eigenvectors)
   spec: AlexNetSpec
   state: State

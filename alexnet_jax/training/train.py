@@ -10,7 +10,7 @@ import time
 import jax
 import numpy as np
 
-from alexnet_jax import config_files, sharding
+from alexnet_jax import config_files
 from alexnet_jax.data import input_pipeline
 from alexnet_jax.errors import TrainingError
 from alexnet_jax.training import checkpointing, experiment, guards, metrics, optim, run_record, steps

@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from alexnet_jax import config_files
-from alexnet_jax.data import augment, classes, images, input_pipeline, preprocess, sources, stats
+from alexnet_jax.data import augment, classes, dataset, images, input_pipeline, preprocess, sources, stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import AlexNet, AlexNetSpec
 from alexnet_jax.training import checkpointing, run_record
@@ -131,7 +131,7 @@ def load(config, path: str, mesh=None) -> Predictor:
   config = config_for(path, config, source)
   spec = _network_of(params, config, num_classes)
   imported = source in pretrained.CONFIG_OF_SOURCE
-  stored = IMPORTED_STORED_SIZE if imported else sources.stored_size_for(spec.image_size, config.data.stored_size)
+  stored = IMPORTED_STORED_SIZE if imported else dataset.stored_size_for(spec.image_size, config.data.stored_size)
   splits = lambda: sources.load(config.data, spec.image_size)
   statistics = _statistics(config, None if imported else path, stored, splits)
   model = AlexNet(spec, rngs=nnx.Rngs(0), mesh=mesh)
