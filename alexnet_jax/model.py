@@ -111,8 +111,8 @@ class _Share(NamedTuple):
       return self._lrn(maps)
     if self.spec.batch_norm:
       bn = norm_name(_CONV[name])
-      x, p, running = maps, self.params[bn], self.batch_stats.get(bn)
-      x = jnp.concatenate(x, axis=-1)
+      p, running = self.params[bn], self.batch_stats.get(bn)
+      x = jnp.concatenate(maps, axis=-1)
       x, self.stats[bn] = _batch_norm(x, p, running, self.train, self.exchange)
       return _split(x, self.towers)
     return maps
