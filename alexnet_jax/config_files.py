@@ -61,6 +61,7 @@ def _check_keys(config) -> None:
 def validate(config, num_devices: int) -> None:
   """Raises ConfigError for the first impossible setting: unknown keys, mesh against ``num_devices``,
   batch against the data axis, towers against the model axis, and the model's own constraints."""
+  from alexnet_jax import sharding
   from alexnet_jax.model import AlexNetSpec
 
   _check_keys(config)
@@ -73,9 +74,7 @@ def validate(config, num_devices: int) -> None:
   if data < 1 or data * model > num_devices:
     raise ConfigError(f"mesh data={data} x model={model} needs {data * model} devices, "
                       f"only {num_devices} available")
-  if config.model.towers % model:
-    raise ConfigError(f"model.towers={config.model.towers} cannot be split over mesh.model={model} devices "
-                      f"(each device on the model axis must hold whole towers)")
+  sharding.check_towers(config.model.towers, model)
   if config.batch_size < 1:
     raise ConfigError(f"batch_size={config.batch_size} must be positive")
   if config.batch_size % data:

@@ -77,12 +77,11 @@ def tower_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   """Fully connected layer of the local towers, all reading the whole ``x``. kernel ``[T, In, Out]``."""
   towers, fan_in, out = kernel.shape
   kernel = kernel.astype(x.dtype)
+  # Layout "FC layers as plain products for one tower" (docs/performance.md); more towers: a product
+  # batched over the tower axis, which reads the kernels where they lie.
   if towers == 1:
-    # A plain product: XLA:CPU transposes the weight gradient of a product batched over one tower (1.7x slower).
     y = x @ kernel.reshape(fan_in, out)
   else:
-    # A product batched over the tower axis reads the kernel where it lies; laying the kernels side by side
-    # (or slicing out each tower's) copies all of them every step: 2x the fc layers' time on the CPU.
     y = lax.dot_general(jnp.broadcast_to(x, (towers, *x.shape)), kernel, (((2,), (1,)), ((0,), (0,))))
     y = jnp.moveaxis(y, 0, 1).reshape(x.shape[0], towers * out)
   return y + bias.reshape(towers * out).astype(x.dtype)
@@ -92,7 +91,8 @@ def max_pool(x: jax.Array, *, window: int, stride: int) -> jax.Array:
   """Max pooling, no padding (paper §3.4: z=3, s=2 overlapping; z=s=2 traditional).
 
   The gradient goes to the first maximum of each window (row-major), as XLA's own; on the CPU it is
-  computed by ``_max_pool_backward_by_slices``, which is 2-4x faster there than XLA's select-and-scatter.
+  computed by ``_max_pool_backward_by_slices``, without XLA's select-and-scatter (faster there:
+  docs/performance.md).
   """
   return _max_pool(x, window, stride)
 

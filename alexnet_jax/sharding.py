@@ -2,14 +2,17 @@
 
 The paper's two GPUs become the mesh axis ``model``: split-layer parameters carry a leading tower axis
 sharded over it. The batch is sharded over ``data`` (and across processes on pods). This module makes
-the mesh and places arrays on it; the model's ``Exchange`` states where its activations cross devices.
+the mesh and places arrays on it; ``Exchange`` is what the forward pass moves between its devices.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 from alexnet_jax.errors import ConfigError
+from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA = "data"
@@ -40,6 +43,13 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
     # jax.make_mesh orders devices by the physical topology (ICI/NVLink neighbours share `model`).
     return jax.make_mesh((data, model), (DATA, MODEL), axis_types=axis_types, devices=devices)
   return Mesh(np.asarray(devices).reshape(data, model), (DATA, MODEL), axis_types=axis_types)
+
+
+def check_towers(towers: int, model_devices: int) -> None:
+  """Each device on the ``model`` axis holds whole towers."""
+  if towers % model_devices:
+    raise ConfigError(f"model.towers={towers} cannot be split over mesh.model={model_devices} devices "
+                      f"(each device on the model axis must hold whole towers)")
 
 
 def context_mesh() -> Mesh | None:
@@ -98,3 +108,35 @@ def global_batch(mesh: Mesh, local: dict, global_size: int) -> dict:
   placement = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(placement, v, (global_size, *v.shape[1:]))
           for k, v in local.items()}
+
+
+def gather_towers(x: jax.Array) -> jax.Array:
+  """The paper's GPU-to-GPU transfer: every device gets all towers' maps (channels, tower by tower)."""
+  return lax.all_gather(x, MODEL, axis=x.ndim - 1, tiled=True, to="invarying")
+
+
+@dataclasses.dataclass(frozen=True)
+class Exchange:
+  """What one device's share of the forward pass exchanges with the other devices. Over a mesh axis of
+  one device every exchange is the identity and the ``shard_map`` specs leave that axis out (layout
+  choice "no one-participant collectives", docs/performance.md)."""
+  towers_apart: bool  # the `model` axis has more than one device
+  data_parallel: bool  # the `data` axis has more than one device
+
+  @classmethod
+  def of(cls, mesh: Mesh) -> Exchange:
+    return cls(towers_apart=mesh.shape[MODEL] > 1, data_parallel=mesh.shape[DATA] > 1)
+
+  def spec(self, *axes: str | None) -> P:
+    """A PartitionSpec naming only the axes that have more than one device."""
+    apart = {MODEL: self.towers_apart, DATA: self.data_parallel}
+    return P(*(axis if apart.get(axis) else None for axis in axes))
+
+  def gather_towers(self, x: jax.Array) -> jax.Array:
+    return gather_towers(x) if self.towers_apart else x
+
+  def model_index(self) -> jax.Array | int:
+    return lax.axis_index(MODEL) if self.towers_apart else 0
+
+  def mean_over_data(self, x: jax.Array) -> jax.Array:
+    return lax.pmean(x, DATA) if self.data_parallel else x

@@ -10,7 +10,9 @@ from jax import lax
 from alexnet_jax import layers, model as model_lib
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.model import AlexNet, AlexNetSpec
-from conftest import TINY_MODEL, load_config
+from conftest import TINY_MODEL as TINY_CHANGES, load_config
+
+TINY_MODEL = {**load_config("paper").model, **TINY_CHANGES}  # a spec needs every key: the paper's, narrowed
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +182,11 @@ def test_fc6_input_follows_the_image_size():
 def test_impossible_model_configs_are_refused(change, message):
   with pytest.raises(ConfigError, match=message):
     AlexNetSpec.from_config({**TINY_MODEL, **change})
+
+
+def test_a_spec_takes_every_value_from_the_config():
+  with pytest.raises(ConfigError, match="lacks"):
+    AlexNetSpec.from_config(TINY_CHANGES)
 
 
 def test_auto_dtype_computes_in_bfloat16_on_accelerators_and_float32_on_cpus(monkeypatch):

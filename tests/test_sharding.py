@@ -15,7 +15,9 @@ from alexnet_jax.data import preprocess, stats as stats_lib
 from alexnet_jax.training import metrics, optim, steps
 from alexnet_jax.training.state import initial_state
 from alexnet_jax.model import AlexNet, AlexNetSpec
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL as TINY_CHANGES, load_config
+
+TINY_MODEL = {**load_config("paper").model, **TINY_CHANGES}  # a spec needs every key: the paper's, narrowed
 
 MESHES = [(1, 1), (2, 1), (1, 2), (4, 1), (2, 2)]  # (data, model) on 1, 2 and 4 devices
 

@@ -9,7 +9,9 @@ from alexnet_jax import model as model_lib, sharding
 from alexnet_jax.training import metrics
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.model import AlexNet, AlexNetSpec
-from conftest import TINY_MODEL, load_config
+from conftest import TINY_MODEL as TINY_CHANGES, load_config
+
+TINY_MODEL = {**load_config("paper").model, **TINY_CHANGES}  # a spec needs every key: the paper's, narrowed
 
 BN_MODEL = {**TINY_MODEL, "lrn": False, "batch_norm": True}
 EPS = model_lib.BATCH_NORM_EPSILON
