@@ -29,11 +29,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import layers, sharding
 from alexnet_jax.errors import ConfigError
-# Re-exported: the network's public names, and the layer table summary.py reads.
-from alexnet_jax.sharding import Exchange, gather_towers  # noqa: F401
-from alexnet_jax.spec import ACTIVATION_NAMES, ACTIVATIONS, AlexNetSpec
-from alexnet_jax.spec import ALL, IMAGE, LAYER_NAMES, OWN  # noqa: F401
-from alexnet_jax.spec import CONV_LAYERS, DENSE_LAYERS, norm_name
+from alexnet_jax.sharding import Exchange, gather_towers
+from alexnet_jax.spec import ACTIVATION_NAMES, ACTIVATIONS, ALL, CONV_LAYERS, DENSE_LAYERS, IMAGE, LAYER_NAMES, OWN
+from alexnet_jax.spec import AlexNetSpec, norm_name
+
+# The network's names, with the spec's layer table (summary.py and the tests read it) and the exchange.
+__all__ = ["ACTIVATION_NAMES", "ALL", "AlexNet", "AlexNetSpec", "BATCH_NORM_EPSILON", "BATCH_NORM_MOMENTUM",
+           "CONV_LAYERS", "DENSE_LAYERS", "Exchange", "IMAGE", "LAYER_NAMES", "OWN", "apply", "gather_towers",
+           "train_apply"]
 
 # Running statistics: short runs need a short memory (flax's default is 0.99).
 BATCH_NORM_MOMENTUM = 0.9

@@ -16,14 +16,12 @@ from ml_collections import config_flags
 
 from alexnet_jax import cli, sharding
 from alexnet_jax import model as model_lib
-from alexnet_jax.errors import ConfigError
 
 
 def layer_rows(model_config, model_devices: int) -> tuple[list[dict], int]:
   """One dict per activation of the forward pass, and the total parameter count."""
   spec = model_lib.AlexNetSpec.from_config(model_config)
-  if spec.towers % model_devices:
-    raise ConfigError(f"model.towers={spec.towers} cannot be split over mesh.model={model_devices}")
+  sharding.check_towers(spec.towers, model_devices)
   mesh = AbstractMesh((1, model_devices), (sharding.DATA, sharding.MODEL), axis_types=(AxisType.Auto,) * 2)
   params = {name: {"kernel": jax.ShapeDtypeStruct(k, jnp.float32), "bias": jax.ShapeDtypeStruct(b, jnp.float32)}
             for name, (k, b) in spec.param_shapes().items()}
