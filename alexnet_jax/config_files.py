@@ -61,8 +61,10 @@ def _check_keys(config) -> None:
 def validate(config, num_devices: int) -> None:
   """Raises ConfigError for the first impossible setting: unknown keys, mesh against ``num_devices``,
   batch against the data axis, towers against the model axis, and the model's own constraints."""
+  # Here, not at the top: config files and every command's flag parsing import this module, before the
+  # huge-page restart (cli.run) and without needing JAX, which these two import.
   from alexnet_jax import sharding
-  from alexnet_jax.model import AlexNetSpec
+  from alexnet_jax.spec import AlexNetSpec
 
   _check_keys(config)
   data, model = config.mesh.data, config.mesh.model

@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 from absl import logging
+from array_record.python.array_record_module import ArrayRecordWriter
+from tqdm import tqdm
 
 from alexnet_jax.data import images, prepared_source, stats as stats_lib
 from alexnet_jax.errors import UserError
@@ -34,7 +36,7 @@ IMAGENET_EXTRA_MODULES = ("tensorflow", "importlib_resources")
 
 def imagenet_label_files() -> tuple[list[str], list[str]]:
   """TFDS's synset order (its label ids) and the 50,000 validation labels, shipped inside the TFDS package."""
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # here: ~1 s of imports (more beside TensorFlow) only TFDS users pay
 
   folder = os.path.join(os.path.dirname(tfds.__file__), "datasets", "imagenet2012")
   read = lambda name: [l.strip() for l in open(os.path.join(folder, name)) if l.strip()]
@@ -45,8 +47,6 @@ def imagenet_label_files() -> tuple[list[str], list[str]]:
 
 def _write_shard(path: str, records, size: int, quality: int) -> tuple[int, int]:
   """records: iterable of (label, image bytes, name). Writes ``path`` atomically; returns (written, skipped)."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-
   tmp = path + ".tmp"
   writer = ArrayRecordWriter(tmp, "group_size:1")
   written = skipped = 0
@@ -114,7 +114,7 @@ def _tfds_task(task, name: str, data_dir: str | None, out: str, size: int, quali
   path = os.path.join(out, f"{split}-{index:05d}-of-{count:05d}.array_record")
   if os.path.exists(path):
     return 0, 0
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # here: ~1 s of imports (more beside TensorFlow) only TFDS users pay
   data = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   records = ((int(data[i]["label"]), _rgb(np.asarray(data[i]["image"])), f"{split}[{i}]") for i in range(start, stop))
   return _write_shard(path, records, size, quality)
@@ -148,8 +148,6 @@ def _parallel_map(fn, items: list, workers: int):
 
 def _run(tasks: list, fn, workers: int, desc: str) -> tuple[int, int]:
   """Runs ``fn`` over ``tasks`` with a progress bar and ETA; returns (images written, skipped)."""
-  from tqdm import tqdm
-
   written = skipped = 0
   with _parallel_map(fn, tasks, workers) as results, tqdm(total=len(tasks), desc=desc, unit="file",
                                                            mininterval=1.0) as bar:
@@ -208,7 +206,7 @@ def _imagenet_extra_named():
 
 def _built_tfds_builder(name: str, data_dir: str):
   """TFDS's builder of ``name``, which must be built in ``data_dir`` already: nothing downloads unasked."""
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # here: ~1 s of imports (more beside TensorFlow) only TFDS users pay
 
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -230,7 +228,7 @@ def prepare_from_tfds(name: str, data_dir: str, size: int = 256, quality: int = 
 
 
 def _prepare_from_tfds(name, data_dir, size, quality, workers, splits) -> str:
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # here: ~1 s of imports (more beside TensorFlow) only TFDS users pay
 
   builder = _built_tfds_builder(name, data_dir)
   out = prepared_source.prepared_dir(data_dir, name, size)
@@ -250,7 +248,6 @@ def _finish(out, class_names, size, quality, workers, origin, skipped, started) 
   stats_path = os.path.join(out, "stats.npz")
   if not os.path.exists(stats_path):
     shards = sorted(os.path.join(out, n) for n in os.listdir(out) if n.startswith("train-") and n.endswith(".array_record"))
-    from tqdm import tqdm
     accumulator = stats_lib.StatsAccumulator()
     with _parallel_map(functools.partial(_shard_stats, size=size), shards, workers) as parts:
       for part in tqdm(parts, total=len(shards), desc="statistics", unit="file"):

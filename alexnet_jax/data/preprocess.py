@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from alexnet_jax import sharding
 from alexnet_jax.data.stats import DatasetStats
 
 
@@ -30,7 +31,6 @@ def constants(stats: DatasetStats, mesh=None, mean_rgb=(), std_rgb=()) -> dict:
     values["channel_scale"] = 1.0 / np.asarray(std_rgb, np.float32)
   if mesh is None:
     return {k: jnp.asarray(v) for k, v in values.items()}
-  from alexnet_jax import sharding
   return sharding.on_mesh(mesh, values)
 
 

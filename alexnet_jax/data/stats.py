@@ -11,6 +11,9 @@ import dataclasses
 import os
 
 import numpy as np
+from tqdm import tqdm
+
+from alexnet_jax.errors import TrainingError
 
 
 @dataclasses.dataclass
@@ -90,14 +93,12 @@ def compute(source, progress: bool = False) -> DatasetStats:
   accumulator = StatsAccumulator()
   indices = range(len(source))
   if progress:
-    from tqdm import tqdm
     indices = tqdm(indices, desc="training-set statistics", unit="img", mininterval=2.0)
   for i in indices:
     record = source[i]
     if record.get("valid", True):
       accumulator.add(record["image"])
   if not accumulator.count:
-    from alexnet_jax.errors import TrainingError
     raise TrainingError(f"none of the {len(source):,} training images could be read (see the warnings above)")
   return accumulator.result()
 

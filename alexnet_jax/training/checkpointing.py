@@ -15,7 +15,10 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from alexnet_jax.errors import UserError
 
 
 class Checkpointer:
@@ -107,10 +110,6 @@ def read_params(directory: str, step: int | None = None) -> tuple[dict, dict, di
   """``(params, batch_stats, meta)`` of the latest checkpoint in ``directory`` (a work directory or its
   ``checkpoints/``), or of ``step``, as numpy arrays, whatever the mesh it was saved from: for evaluation,
   prediction, figures and fine-tuning, which need the weights but not the optimizer."""
-  import numpy as np
-
-  from alexnet_jax.errors import UserError
-
   steps = saved_steps(directory)
   directory = _checkpoint_dir(directory)
   if not steps:

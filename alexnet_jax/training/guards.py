@@ -12,6 +12,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 
 from alexnet_jax import model as model_lib
 from alexnet_jax.data import preprocess
@@ -49,7 +50,6 @@ class Preemption:
 
   def requested(self, step: int) -> bool:
     if self._multiprocess:
-      from jax.experimental import multihost_utils
       if multihost_utils.reached_preemption_sync_point(step):
         self.signal_name = "SIGTERM"
         return True

@@ -10,6 +10,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tensorboardX import SummaryWriter
 
 from alexnet_jax.errors import listed
 
@@ -41,7 +42,6 @@ class MetricWriter:
     path = os.path.join(workdir, "metrics.jsonl")
     _drop_lines_after(path, resume_step)
     self._jsonl = open(path, "a")
-    from tensorboardX import SummaryWriter
     self._tb = SummaryWriter(workdir, flush_secs=30)
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:

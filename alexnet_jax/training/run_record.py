@@ -20,6 +20,9 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
+import jax
+import ml_collections
+
 from alexnet_jax.errors import ConfigError, UserError
 
 RECORD = "run.json"
@@ -70,8 +73,6 @@ def read(workdir: str) -> dict | None:
 
 def recorded_config(workdir: str):
   """The config a run in ``workdir`` was started with, as a ConfigDict (for tools that read a run)."""
-  import ml_collections
-
   record = read(workdir)
   if record is None:
     raise UserError(f"give --config: {workdir} holds no {RECORD} to take it from (no run of this version "
@@ -146,8 +147,6 @@ def _versions() -> dict[str, str | None]:
 
 def environment(mesh) -> dict:
   """Where and with what this start runs: versions, commit, host, devices and mesh."""
-  import jax
-
   devices = jax.devices()
   return {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "host": socket.gethostname(), "versions": _versions(), "git_commit": _git_commit(),

@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from alexnet_jax import config_files
 from alexnet_jax.data import input_pipeline
@@ -19,7 +20,6 @@ from alexnet_jax.weights import fit
 
 
 def _progress(total: int, initial: int, enabled: bool):
-  from tqdm import tqdm
   interactive = sys.stderr.isatty()
   return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
               mininterval=0.5 if interactive else 30.0)
