@@ -40,7 +40,7 @@ def main(argv):
   # After the huge-page restart (cli.run): JAX and the library are imported once.
   import jax
 
-  from alexnet_jax.platform import throughput
+  from alexnet_jax.training import throughput
 
   logging.set_verbosity(logging.WARNING)
   # A batch of 0 or a mesh that cannot be ends in one line, not in a ZeroDivisionError after compiling.

@@ -208,13 +208,13 @@ def test_imported_caffe_checkpoint_evaluates_like_the_reference(caffe_npy, tmp_p
   equals the one counted from Caffe's reference logits."""
   from PIL import Image
 
-  from alexnet_jax.training import checkpointing, train
-  from alexnet_jax.weights import pretrained
+  from alexnet_jax.training import imported, train
+  from alexnet_jax.workdir import checkpointing
   from conftest import load_config
 
   path, layers = caffe_npy
   workdir = str(tmp_path / "run")
-  assert pretrained.save_imported(path, workdir) == "caffe"
+  assert imported.save_imported(path, workdir) == "caffe"
   saved, _, meta = checkpointing.read_params(workdir)
   assert meta["source"] == "caffe"
   np.testing.assert_array_equal(saved["conv2"]["kernel"], convert.caffe_params(path)["conv2"]["kernel"])

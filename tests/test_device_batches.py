@@ -13,7 +13,8 @@ from jax.sharding import NamedSharding
 from alexnet_jax import sharding
 from alexnet_jax.data import batch as batch_lib, digits, input_pipeline
 from alexnet_jax.data.batch import IMAGE, LABEL, MASK, PADDING, VALID
-from alexnet_jax.training import checkpointing, experiment, metrics, steps, train
+from alexnet_jax.training import experiment, metrics, steps, train
+from alexnet_jax.workdir import checkpointing
 from conftest import load_config
 
 real_global_batch = sharding.global_batch

@@ -9,7 +9,8 @@ from PIL import Image
 
 from alexnet_jax import model as model_lib, predict
 from alexnet_jax.data import classes, sources
-from alexnet_jax.training import checkpointing, experiment, train
+from alexnet_jax.training import experiment, train
+from alexnet_jax.workdir import checkpointing
 from alexnet_jax.weights import inference, pretrained
 from alexnet_jax import visualize
 from alexnet_jax.errors import ConfigError, UserError

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from alexnet_jax.data import folder_source, input_pipeline
-from alexnet_jax.training import checkpointing, experiment, guards, metrics, run_record, steps, train
+from alexnet_jax.training import experiment, guards, metrics, steps, train
+from alexnet_jax.workdir import checkpointing, run_record
 from alexnet_jax.errors import ConfigError, TrainingError
 from conftest import ONE_DEVICE, ROOT, copy_of, last_line, run_cli, tiny_flags
 

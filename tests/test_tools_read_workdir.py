@@ -51,7 +51,8 @@ def test_predict_without_config_reads_the_run_and_a_given_one_must_match(trained
 
 
 def test_predict_refuses_a_checkpoint_whose_network_outputs_nan(trained, pictures, tmp_path):
-  from alexnet_jax.training import checkpointing, experiment, run_record
+  from alexnet_jax.training import experiment
+  from alexnet_jax.workdir import checkpointing, run_record
 
   workdir = copy_of(trained, tmp_path)
   config = run_record.recorded_config(str(workdir))

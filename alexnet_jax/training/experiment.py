@@ -16,7 +16,8 @@ from alexnet_jax import config_files, sharding
 from alexnet_jax.data import dataset, input_pipeline, preprocess, sources
 from alexnet_jax.errors import ConfigError, TrainingError, listed
 from alexnet_jax.model import AlexNet, AlexNetSpec
-from alexnet_jax.training import checkpointing, optim, steps
+from alexnet_jax.training import optim, steps
+from alexnet_jax.workdir import checkpointing
 from alexnet_jax.training.state import State, initial_state
 from alexnet_jax.weights import fit, pretrained
 

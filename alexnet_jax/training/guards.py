@@ -19,7 +19,7 @@ from alexnet_jax.data import preprocess
 from alexnet_jax.data.batch import IMAGE, MASK, OFFSET
 from alexnet_jax.errors import TrainingError, UserError
 from alexnet_jax.model import AlexNetSpec
-from alexnet_jax.training import checkpointing
+from alexnet_jax.workdir import checkpointing
 from alexnet_jax.training.experiment import Experiment
 
 

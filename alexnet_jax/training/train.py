@@ -14,7 +14,8 @@ from tqdm import tqdm
 from alexnet_jax import config_files
 from alexnet_jax.data import input_pipeline
 from alexnet_jax.errors import TrainingError
-from alexnet_jax.training import checkpointing, experiment, guards, metrics, optim, run_record, steps
+from alexnet_jax.training import experiment, guards, metrics, optim, steps
+from alexnet_jax.workdir import checkpointing, run_record
 from alexnet_jax.training.experiment import Experiment
 from alexnet_jax.weights import fit
 

@@ -21,7 +21,7 @@ from alexnet_jax import config_files
 from alexnet_jax.data import augment, classes, dataset, images, input_pipeline, preprocess, sources, stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.model import AlexNet, AlexNetSpec
-from alexnet_jax.training import checkpointing, run_record
+from alexnet_jax.workdir import checkpointing, run_record
 from alexnet_jax.weights import fit, pretrained
 
 # Imported weights were trained on 256-pixel images cropped to 224 (torchvision) or 227 (Caffe).

@@ -1,8 +1,7 @@
 """Weights from anywhere -> this project's parameters: checkpoints, torchvision ``.pth``, Caffe ``.npy``.
 
-Used by fine-tuning (``--config.init_from=PATH``), prediction and the figures; ``save_imported`` turns
-imported weights into a checkpoint that ``--mode=eval``, ``predict`` and ``visualize`` read like any other
-(``python -m alexnet_jax.pretrained``)
+Used by fine-tuning (``--config.init_from=PATH``), prediction, the figures and importing weights as a
+checkpoint (``training.imported``).
 """
 
 from __future__ import annotations
@@ -11,10 +10,8 @@ import os
 
 import numpy as np
 
-from alexnet_jax import config_files
 from alexnet_jax.errors import UserError
-from alexnet_jax.training import checkpointing, optim, run_record
-from alexnet_jax.training.state import initial_state
+from alexnet_jax.workdir import checkpointing
 from alexnet_jax.weights import convert
 
 # Where each kind of weights comes from, and the config that describes its network and preprocessing.
@@ -81,31 +78,3 @@ def merge_for_finetuning(fresh: dict, loaded: dict, fresh_classes: int | None = 
       raise UserError(f"init_from: layer {name} is {got or 'missing'} there but {shapes} in this config: "
                       f"another architecture (check model.towers, conv_features, image_size, batch_norm)")
   return merged, taken, kept
-
-
-def save_imported(weights: str, workdir: str) -> str:
-  """Writes ``weights`` (torchvision .pth or Caffe .npy) as step 0 of ``workdir/checkpoints``, and
-  ``workdir/run.json`` with the config that describes the network (its class count the weights'); returns
-  that config's name."""
-  source = source_of(weights)
-  if source not in CONFIG_OF_SOURCE:
-    raise UserError(f"{weights} is already a checkpoint directory")
-  if run_record.history_files(workdir):  # another run's record would describe other weights
-    raise UserError(f"{workdir} already holds a run ({', '.join(run_record.history_files(workdir))}); "
-                    f"use an empty --workdir")
-  # Written from one device; a checkpoint restores onto any mesh.
-  model = convert.from_torchvision(weights) if source == "torchvision" else convert.from_caffe_npy(weights)
-  config = config_files.load(CONFIG_OF_SOURCE[source])
-  config.model.num_classes = model.spec.num_classes  # a fine-tuned export may have other classes
-  tx, _ = optim.make_optimizer(config.optimizer, 1, 1)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    if ckpt.latest_step() is not None:
-      raise UserError(f"{ckpt.directory} already holds checkpoints; use an empty --workdir")
-    ckpt.save(0, initial_state(model, tx), None,
-              {"step": 0, "plateau": None, "source": source, "num_classes": model.spec.num_classes})
-  finally:
-    ckpt.close()
-  # After the checkpoint: a record never describes weights that are not there.
-  run_record.record_config(workdir, config, {"source": source, "weights": os.path.abspath(weights)})
-  return CONFIG_OF_SOURCE[source]
