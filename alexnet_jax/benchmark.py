@@ -24,15 +24,34 @@ from ml_collections import config_flags
 from alexnet_jax import cli, config_files
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.", lock_config=False)
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/paper.py.", lock_config=False
+)
 flags.DEFINE_bool("input_only", False, "Benchmark the input pipeline only.")
-flags.DEFINE_integer("synthetic", 0, "Write this many synthetic 256x256 JPEGs and read those instead of the config's data.",
-                     lower_bound=0)
-flags.DEFINE_integer("batches", 20, "Batches timed per setting (after the batches the pipeline reads ahead).",
-                     lower_bound=1)
-flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes for the 'total' row.", lower_bound=0)
-flags.DEFINE_integer("steps", 10, "Steps per timed run (train-step benchmark).", lower_bound=1)
-flags.DEFINE_integer("repeats", 5, "Timed runs; the median is reported.", lower_bound=1)
+flags.DEFINE_integer(
+    "synthetic",
+    0,
+    "Write this many synthetic 256x256 JPEGs and read those instead of the config's data.",
+    lower_bound=0,
+)
+flags.DEFINE_integer(
+    "batches",
+    20,
+    "Batches timed per setting (after the batches the pipeline reads ahead).",
+    lower_bound=1,
+)
+flags.DEFINE_integer(
+    "workers",
+    os.cpu_count() or 1,
+    "Worker processes for the 'total' row.",
+    lower_bound=0,
+)
+flags.DEFINE_integer(
+    "steps", 10, "Steps per timed run (train-step benchmark).", lower_bound=1
+)
+flags.DEFINE_integer(
+    "repeats", 5, "Timed runs; the median is reported.", lower_bound=1
+)
 
 
 def main(argv):
@@ -45,13 +64,18 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   # A batch of 0 or a mesh that cannot be ends in one line, not in a ZeroDivisionError after compiling.
   checked = FLAGS.config.copy_and_resolve_references()
-  if FLAGS.input_only:  # makes no mesh: the config's need not fit this machine's devices
+  # makes no mesh: the config's need not fit this machine's devices
+  if FLAGS.input_only:
     checked.mesh.data = checked.mesh.model = 1
   config_files.validate(checked, 1 if FLAGS.input_only else jax.device_count())
   if FLAGS.input_only:
-    throughput.input_benchmark(FLAGS.config, FLAGS.synthetic, FLAGS.batches, FLAGS.workers)
+    throughput.input_benchmark(
+        FLAGS.config, FLAGS.synthetic, FLAGS.batches, FLAGS.workers
+    )
   else:
-    throughput.step_benchmark(FLAGS.config, FLAGS.steps, FLAGS.repeats, FLAGS.synthetic)
+    throughput.step_benchmark(
+        FLAGS.config, FLAGS.steps, FLAGS.repeats, FLAGS.synthetic
+    )
 
 
 if __name__ == "__main__":

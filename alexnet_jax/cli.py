@@ -17,7 +17,8 @@ def parse_flags(argv):
   argv = _bundled_configs(argv)
   try:
     return flags.FLAGS(argv)
-  except Exception as error:  # one that is not the user's is raised again as it was
+  # one that is not the user's is raised again as it was
+  except Exception as error:
     message = _parse_error_message(error, argv)
     if message is None:
       raise
@@ -29,7 +30,7 @@ def _bundled_configs(argv: list[str]) -> list[str]:
   out = []
   for arg in argv:
     if arg.startswith("--config="):
-      path, colon, rest = arg[len("--config="):].partition(":")
+      path, colon, rest = arg[len("--config=") :].partition(":")
       copy = config_files.bundled(path)
       if copy:
         arg = f"--config={copy}{colon}{rest}"
@@ -46,13 +47,16 @@ def _parse_error_message(error: Exception, argv) -> str | None:
     return f"error in --config={path} line {frame.lineno} ({frame.name}): {_exception_line(cause)}"
   if isinstance(error, flags.Error):
     message = str(error)
-    if path and "Error whilst parsing config file:" in message:  # ml_collections' traceback of its get_config call
+    # ml_collections' traceback of its get_config call
+    if path and "Error whilst parsing config file:" in message:
       return f"cannot load --config={path}: {message.strip().splitlines()[-1].strip()}"
     return message
   if isinstance(error, SyntaxError):  # a config file that does not parse
     return f"cannot load --config={error.filename}: {error.msg} (line {error.lineno})"
   if isinstance(error, (AttributeError, KeyError, TypeError, ValueError)):
-    detail = " ".join(str(error).replace("\\n", " ").replace("\\'", "").strip("'\"").split())
+    detail = " ".join(
+        str(error).replace("\\n", " ").replace("\\'", "").strip("'\"").split()
+    )
     return f"bad config override: {detail}"
   return None
 
@@ -62,7 +66,7 @@ def _config_path(argv) -> str | None:
   path = None
   for i, arg in enumerate(argv[1:], 1):
     if arg.startswith("--config="):
-      path = arg[len("--config="):]
+      path = arg[len("--config=") :]
     elif arg == "--config" and i + 1 < len(argv):
       path = argv[i + 1]
   return path.split(":", 1)[0] if path else None
@@ -71,11 +75,16 @@ def _config_path(argv) -> str | None:
 def _raised_in_file(error: BaseException, path: str):
   """``(frame, exception)``: the deepest frame in file ``path`` among the tracebacks of ``error`` and the
   exceptions it wraps (ml_collections and absl raise a config file's TypeError or ValueError again as
-  others), or None when that file's code is not in them (a bad override, a file that does not parse)."""
+  others), or None when that file's code is not in them (a bad override, a file that does not parse).
+  """
   target, seen = os.path.realpath(path), set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.realpath(f.filename) == target]
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if os.path.realpath(f.filename) == target
+    ]
     if frames:
       return frames[-1], error
     error = error.__cause__ or error.__context__
@@ -84,9 +93,18 @@ def _raised_in_file(error: BaseException, path: str):
 
 def _exception_line(error: BaseException) -> str:
   """``Type: message`` on one line. ConfigDict quotes a missing key itself (and wraps that KeyError in an
-  AttributeError for ``config.key``): its message is shown once quoted, not as the repr of a quoted string."""
-  inner = error.args[0] if isinstance(error, AttributeError) and len(error.args) == 1 else error
-  if isinstance(inner, KeyError) and len(inner.args) == 1 and str(inner.args[0])[:1] in ("'", '"'):
+  AttributeError for ``config.key``): its message is shown once quoted, not as the repr of a quoted string.
+  """
+  inner = (
+      error.args[0]
+      if isinstance(error, AttributeError) and len(error.args) == 1
+      else error
+  )
+  if (
+      isinstance(inner, KeyError)
+      and len(inner.args) == 1
+      and str(inner.args[0])[:1] in ("'", '"')
+  ):
     detail = str(inner.args[0])
   else:
     detail = str(error)
@@ -96,14 +114,17 @@ def _exception_line(error: BaseException) -> str:
 
 def _check_config_loaded() -> None:
   """ml_collections defers a config file's load error until the config is first read, deep inside the
-  run; end here instead, in one line (a missing file, or the file's own exception)."""
+  run; end here instead, in one line (a missing file, or the file's own exception).
+  """
   if "config" not in flags.FLAGS or flags.FLAGS["config"].value is None:
     return
   try:
     flags.FLAGS.config.keys()
   except OSError as error:
     cause = str(error.__cause__ or error).strip().splitlines()[-1].strip()
-    raise SystemExit(f"alexnet_jax: cannot load --config={flags.FLAGS['config'].config_filename}: {cause}") from None
+    raise SystemExit(
+        f"alexnet_jax: cannot load --config={flags.FLAGS['config'].config_filename}: {cause}"
+    ) from None
 
 
 def run(main, huge_pages: bool = False) -> None:
@@ -115,7 +136,8 @@ def run(main, huge_pages: bool = False) -> None:
 
   def quiet_main(argv):
     if not flags.FLAGS["verbosity"].present:
-      logging.set_verbosity(logging.WARNING)  # orbax and grain log every step of their work at INFO
+      # orbax and grain log every step of their work at INFO
+      logging.set_verbosity(logging.WARNING)
     _check_config_loaded()
     try:
       return main(argv)

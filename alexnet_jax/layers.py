@@ -14,14 +14,18 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def local_response_norm(x: jax.Array, *, size: int, k: float, alpha: float, beta: float) -> jax.Array:
+def local_response_norm(
+    x: jax.Array, *, size: int, k: float, alpha: float, beta: float
+) -> jax.Array:
   """Paper §3.3: ``b_i = a_i / (k + alpha * sum_j a_j^2) ** beta``, j over ``size`` adjacent channels.
 
   ``alpha`` is *not* divided by ``size`` (the paper's and TensorFlow's convention; Caffe and PyTorch
   divide it). Channels beyond either edge count as zero. Accumulates in float32 whatever ``x``'s dtype.
   """
   if size % 2 != 1:
-    raise ValueError(f"local_response_norm needs an odd window size, got {size}")
+    raise ValueError(
+        f"local_response_norm needs an odd window size, got {size}"
+    )
   return _lrn(x, size, float(k), float(alpha), float(beta))
 
 
@@ -29,7 +33,7 @@ def _window_sum(v: jax.Array, size: int) -> jax.Array:
   """Sum over ``size`` adjacent channels, zeros beyond the edges: shifted slices, which XLA fuses."""
   half, channels = size // 2, v.shape[-1]
   padded = jnp.pad(v, [(0, 0)] * (v.ndim - 1) + [(half, half)])
-  return sum(padded[..., i:i + channels] for i in range(size))
+  return sum(padded[..., i : i + channels] for i in range(size))
 
 
 def _inverse_power(s: jax.Array, beta: float) -> jax.Array:
@@ -37,13 +41,15 @@ def _inverse_power(s: jax.Array, beta: float) -> jax.Array:
   if beta == 0.75:
     r = lax.rsqrt(s)
     return r * jnp.sqrt(r)
-  return s ** -beta
+  return s**-beta
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def _lrn(x, size, k, alpha, beta):
   x32 = x.astype(jnp.float32)
-  return (x32 * _inverse_power(k + alpha * _window_sum(jnp.square(x32), size), beta)).astype(x.dtype)
+  return (
+      x32 * _inverse_power(k + alpha * _window_sum(jnp.square(x32), size), beta)
+  ).astype(x.dtype)
 
 
 def _lrn_forward(x, size, k, alpha, beta):
@@ -66,10 +72,22 @@ def _lrn_backward(size, k, alpha, beta, saved, g):
 _lrn.defvjp(_lrn_forward, _lrn_backward)
 
 
-def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int, padding: tuple[int, int]) -> jax.Array:
+def conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    *,
+    stride: int,
+    padding: tuple[int, int],
+) -> jax.Array:
   """One tower's convolution: NHWC ``x``, HWIO ``kernel``, bias ``[Cout]``; ``padding`` (before, after) in H and W."""
-  y = lax.conv_general_dilated(x, kernel.astype(x.dtype), window_strides=(stride, stride),
-                               padding=(padding, padding), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = lax.conv_general_dilated(
+      x,
+      kernel.astype(x.dtype),
+      window_strides=(stride, stride),
+      padding=(padding, padding),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
   return y + bias.astype(x.dtype)
 
 
@@ -82,7 +100,11 @@ def tower_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   if towers == 1:
     y = x @ kernel.reshape(fan_in, out)
   else:
-    y = lax.dot_general(jnp.broadcast_to(x, (towers, *x.shape)), kernel, (((2,), (1,)), ((0,), (0,))))
+    y = lax.dot_general(
+        jnp.broadcast_to(x, (towers, *x.shape)),
+        kernel,
+        (((2,), (1,)), ((0,), (0,))),
+    )
     y = jnp.moveaxis(y, 0, 1).reshape(x.shape[0], towers * out)
   return y + bias.reshape(towers * out).astype(x.dtype)
 
@@ -99,7 +121,14 @@ def max_pool(x: jax.Array, *, window: int, stride: int) -> jax.Array:
 
 def _reduce_window_max(x: jax.Array, window: int, stride: int) -> jax.Array:
   # A Python scalar init lets JAX pick reduce_window_max, which (unlike the generic form) differentiates.
-  return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), "VALID")
+  return lax.reduce_window(
+      x,
+      -jnp.inf,
+      lax.max,
+      (1, window, window, 1),
+      (1, stride, stride, 1),
+      "VALID",
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -114,8 +143,12 @@ def _max_pool_forward(x, window, stride):
 
 def _max_pool_backward(window, stride, saved, g):
   x, y = saved
-  xla = lambda x, y, g: jax.vjp(lambda x: _reduce_window_max(x, window, stride), x)[1](g)[0]
-  by_slices = functools.partial(_max_pool_backward_by_slices, window=window, stride=stride)
+  xla = lambda x, y, g: jax.vjp(
+      lambda x: _reduce_window_max(x, window, stride), x
+  )[1](g)[0]
+  by_slices = functools.partial(
+      _max_pool_backward_by_slices, window=window, stride=stride
+  )
   return (lax.platform_dependent(x, y, g, cpu=by_slices, default=xla),)
 
 
@@ -129,12 +162,23 @@ def _max_pool_backward_by_slices(x, y, g, *, window: int, stride: int):
   first = jnp.full(y.shape, window * window, jnp.int32)
   for k in reversed(range(window * window)):
     i, j = divmod(k, window)
-    seen = lax.slice(x, (0, i, j, 0), (n, i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1, channels),
-                     (1, stride, stride, 1))
+    seen = lax.slice(
+        x,
+        (0, i, j, 0),
+        (
+            n,
+            i + stride * (out_h - 1) + 1,
+            j + stride * (out_w - 1) + 1,
+            channels,
+        ),
+        (1, stride, stride, 1),
+    )
     first = jnp.where(seen == y, k, first)
   # Input row r = stride * (output row) + i: phase i % stride, one row further down per stride in i.
   reach = (window - 1) // stride
-  rows, cols = max(-(-height // stride), out_h + reach), max(-(-width // stride), out_w + reach)
+  rows, cols = max(-(-height // stride), out_h + reach), max(
+      -(-width // stride), out_w + reach
+  )
   zero = jnp.zeros((), g.dtype)
   phases = []
   for pi in range(stride):
@@ -144,12 +188,18 @@ def _max_pool_backward_by_slices(x, y, g, *, window: int, stride: int):
       for i in range(pi, window, stride):
         for j in range(pj, window, stride):
           mine = jnp.where(first == i * window + j, g, zero)
-          shift = ((0, 0, 0), (i // stride, rows - out_h - i // stride, 0), (j // stride, cols - out_w - j // stride, 0),
-                   (0, 0, 0))
+          shift = (
+              (0, 0, 0),
+              (i // stride, rows - out_h - i // stride, 0),
+              (j // stride, cols - out_w - j // stride, 0),
+              (0, 0, 0),
+          )
           total = total + lax.pad(mine, zero, shift)
       row.append(total)
     phases.append(jnp.stack(row, axis=3))  # [n, rows, cols, pj, channels]
-  interleaved = jnp.stack(phases, axis=2).reshape(n, rows * stride, cols * stride, channels)
+  interleaved = jnp.stack(phases, axis=2).reshape(
+      n, rows * stride, cols * stride, channels
+  )
   return interleaved[:, :height, :width]
 
 
@@ -160,5 +210,7 @@ def pool_output_size(size: int, window: int, stride: int) -> int:
   return (size - window) // stride + 1
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: tuple[int, int]) -> int:
+def conv_output_size(
+    size: int, kernel: int, stride: int, padding: tuple[int, int]
+) -> int:
   return (size + sum(padding) - kernel) // stride + 1

@@ -14,14 +14,40 @@ from ml_collections import config_flags
 from alexnet_jax import cli
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py; optional for a work directory "
-                                "that holds a run (its run.json), which it is then checked against.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, run.json and TensorBoard events.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (resuming if possible) or evaluate a checkpoint.")
-flags.DEFINE_integer("step", None, "--mode=eval: the checkpoint of this step (default: the latest).")
-flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for multi-process runs.")
-flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
-flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Config file, e.g. configs/paper.py; optional for a work directory "
+    "that holds a run (its run.json), which it is then checked against.",
+    lock_config=True,
+)
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "Directory for checkpoints, metrics.jsonl, run.json and TensorBoard events.",
+)
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "eval"],
+    "Train (resuming if possible) or evaluate a checkpoint.",
+)
+flags.DEFINE_integer(
+    "step",
+    None,
+    "--mode=eval: the checkpoint of this step (default: the latest).",
+)
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "HOST:PORT of process 0, for multi-process runs.",
+)
+flags.DEFINE_integer(
+    "num_processes", None, "Number of processes in a multi-process run."
+)
+flags.DEFINE_integer(
+    "process_id", None, "This process's index in a multi-process run."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -38,9 +64,14 @@ def initialize_distributed() -> None:
   explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
-      raise app.UsageError("--coordinator_address, --num_processes and --process_id go together")
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+      raise app.UsageError(
+          "--coordinator_address, --num_processes and --process_id go together"
+      )
+    jax.distributed.initialize(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
   elif _cluster_detected():
     jax.distributed.initialize()
 
@@ -49,13 +80,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.workdir.strip():
-    raise app.UsageError("--workdir is empty: give the directory for this run's checkpoints and metrics")
+    raise app.UsageError(
+        "--workdir is empty: give the directory for this run's checkpoints and metrics"
+    )
   if FLAGS.step is not None and FLAGS.mode != "eval":
     raise app.UsageError("--step goes with --mode=eval")
-  from alexnet_jax.training import run_record, train  # after the huge-page restart (cli.run)
+  # after the huge-page restart (cli.run)
+  from alexnet_jax.training import run_record, train
 
   # A run's own config when none is given (a given one is checked against it).
-  config = FLAGS.config if FLAGS.config is not None else run_record.recorded_config(FLAGS.workdir)
+  config = (
+      FLAGS.config
+      if FLAGS.config is not None
+      else run_record.recorded_config(FLAGS.workdir)
+  )
   initialize_distributed()
   if FLAGS.mode == "eval":
     train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step)

@@ -29,14 +29,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import layers, sharding
 from alexnet_jax.errors import ConfigError
-from alexnet_jax.sharding import Exchange, gather_towers
-from alexnet_jax.spec import ACTIVATION_NAMES, ACTIVATIONS, ALL, CONV_LAYERS, DENSE_LAYERS, IMAGE, LAYER_NAMES, OWN
-from alexnet_jax.spec import AlexNetSpec, norm_name
+from alexnet_jax.sharding import Exchange
 
-# The network's names, with the spec's layer table (summary.py and the tests read it) and the exchange.
-__all__ = ["ACTIVATION_NAMES", "ALL", "AlexNet", "AlexNetSpec", "BATCH_NORM_EPSILON", "BATCH_NORM_MOMENTUM",
-           "CONV_LAYERS", "DENSE_LAYERS", "Exchange", "IMAGE", "LAYER_NAMES", "OWN", "apply", "gather_towers",
-           "train_apply"]
+# AlexNetSpec and the layer table, imported from here too.
+from alexnet_jax.spec import ACTIVATION_NAMES, ACTIVATIONS, CONV_LAYERS, DENSE_LAYERS
+from alexnet_jax.spec import AlexNetSpec, norm_name
 
 # Running statistics: short runs need a short memory (flax's default is 0.99).
 BATCH_NORM_MOMENTUM = 0.9
@@ -44,8 +41,9 @@ BATCH_NORM_EPSILON = 1e-5
 _CONV = {layer.name: layer for layer in CONV_LAYERS}
 
 
-def _device_forward(spec, towers, capture, train, exchange, params, stats,
-                    images, masks):
+def _device_forward(
+    spec, towers, capture, train, exchange, params, stats, images, masks
+):
   """One device's share, Figure 2 left to right: its ``towers`` local towers
   on its slice of the batch. Conv maps are lists, one array per local tower
   (layout "towers apart"); ``all_towers`` marks a cross-device point. Returns
@@ -66,7 +64,7 @@ def _device_forward(spec, towers, capture, train, exchange, params, stats,
   fc8 = net.dense("fc8", net.all_towers(fc7), activation=False)
   logits = net.all_towers(fc8).astype(jnp.float32)  # softmax reads all units
   if spec.fc8_padding:  # cut before anything reads them: padding is no class
-    logits = logits[:, :spec.num_classes]
+    logits = logits[:, : spec.num_classes]
   activations = {}
   if capture:  # by ACTIVATION_NAMES, in its order
     maps = [conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5]
@@ -79,6 +77,7 @@ class _Share(NamedTuple):
   """The layers of one device's share of the towers. Conv maps are lists,
   one array per local tower; fully connected units are one array, the local
   towers' side by side."""
+
   spec: AlexNetSpec
   towers: int  # local towers
   train: bool
@@ -158,11 +157,12 @@ def _split(x: jax.Array, towers: int) -> list[jax.Array]:
   """The local towers' maps, one array each, from their channels laid side
   by side (tower by tower)."""
   width = x.shape[-1] // towers
-  return [x[..., t * width:(t + 1) * width] for t in range(towers)]
+  return [x[..., t * width : (t + 1) * width] for t in range(towers)]
 
 
-def _batch_norm(x: jax.Array, p: dict, stats: dict | None, train: bool,
-                exchange):
+def _batch_norm(
+    x: jax.Array, p: dict, stats: dict | None, train: bool, exchange
+):
   """Batch normalisation of each channel over the *global* batch (and
   positions): the means are averaged over the ``data`` axis, so every
   placement gives the same numbers. Returns (y, batch statistics)."""
@@ -195,8 +195,9 @@ def _keep_masks(spec: AlexNetSpec, mesh: Mesh, params, batch: int, key):
   return masks
 
 
-def _forward(spec, mesh, params, batch_stats, images, dropout_key, capture,
-             train):
+def _forward(
+    spec, mesh, params, batch_stats, images, dropout_key, capture, train
+):
   towers_here = spec.towers // mesh.shape[sharding.MODEL]
   keep_masks = _keep_masks(spec, mesh, params, images.shape[0], dropout_key)
   exchange = Exchange.of(mesh)
@@ -207,20 +208,30 @@ def _forward(spec, mesh, params, batch_stats, images, dropout_key, capture,
     maps = exchange.spec(sharding.DATA, None, None, sharding.MODEL)
     acts_spec = {name: maps for name in ACTIVATION_NAMES}
     acts_spec |= {layer.name: units for layer in DENSE_LAYERS}
-  share = functools.partial(_device_forward, spec, towers_here, capture,
-                            train, exchange)
-  specs = dict(in_specs=(towers, towers, batch, units),
-               out_specs=(batch, acts_spec, towers))
+  share = functools.partial(
+      _device_forward, spec, towers_here, capture, train, exchange
+  )
+  specs = dict(
+      in_specs=(towers, towers, batch, units),
+      out_specs=(batch, acts_spec, towers),
+  )
   forward = jax.shard_map(share, mesh=mesh, **specs)
   logits, activations, stats = forward(params, batch_stats, images, keep_masks)
   if capture and spec.fc8_padding:  # the logits, as from apply
-    activations["fc8"] = activations["fc8"][:, :spec.num_classes]
+    activations["fc8"] = activations["fc8"][:, : spec.num_classes]
   return logits, activations, stats
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "mesh", "capture"))
-def apply(spec, mesh, params, images, dropout_key=None, capture=False,
-          batch_stats=None):
+def apply(
+    spec,
+    mesh,
+    params,
+    images,
+    dropout_key=None,
+    capture=False,
+    batch_stats=None,
+):
   """Logits for ``images`` (NHWC, batch divisible by ``mesh.shape['data']``). Pure function of ``params``.
 
   ``dropout_key=None`` is inference (no dropout). Masks are drawn for the *global* batch, so a given key
@@ -230,11 +241,14 @@ def apply(spec, mesh, params, images, dropout_key=None, capture=False,
   """
   train = dropout_key is not None
   if spec.batch_norm and not train and batch_stats is None:
-    raise ConfigError("a batch-normalised AlexNet needs batch_stats= "
-                      "(its running statistics) for inference")
+    raise ConfigError(
+        "a batch-normalised AlexNet needs batch_stats= "
+        "(its running statistics) for inference"
+    )
   stats = batch_stats or {}
-  logits, activations, _ = _forward(spec, mesh, params, stats, images,
-                                    dropout_key, capture, train)
+  logits, activations, _ = _forward(
+      spec, mesh, params, stats, images, dropout_key, capture, train
+  )
   return (logits, activations) if capture else logits
 
 
@@ -242,8 +256,9 @@ def apply(spec, mesh, params, images, dropout_key=None, capture=False,
 def train_apply(spec, mesh, params, batch_stats, images, dropout_key):
   """Training-mode logits and the updated running statistics of the
   batch-norm layers (``{}`` without)."""
-  logits, _, stats = _forward(spec, mesh, params, batch_stats, images,
-                              dropout_key, False, True)
+  logits, _, stats = _forward(
+      spec, mesh, params, batch_stats, images, dropout_key, False, True
+  )
   m, stats = BATCH_NORM_MOMENTUM, lax.stop_gradient(stats)
   average = lambda old, new: m * old + (1 - m) * new
   return logits, jax.tree.map(average, batch_stats, stats)
@@ -288,8 +303,10 @@ class AlexNet(nnx.Module):
     # depend on the placement.
     towers = sharding.tower_sharding(self.mesh)
     placed = functools.partial(jax.jit, out_shardings=towers)
+
     def normal(key, std, shape):
       return std * jax.random.normal(key, shape, jnp.float32)
+
     draw = placed(normal, static_argnums=2)
     full = lambda value, shape: jnp.full(shape, value, jnp.float32)
     fill = placed(full, static_argnums=1)
@@ -330,21 +347,31 @@ class AlexNet(nnx.Module):
   def __call__(self, images, *, dropout_key: jax.Array | None = None):
     """Logits ``[batch, num_classes]`` (float32) for float32 NHWC ``images`` (numpy or jax)."""
     if not self.deterministic and dropout_key is None:
-      raise ConfigError("a training-mode AlexNet needs dropout_key=...; "
-                        "call model.eval() for inference")
+      raise ConfigError(
+          "a training-mode AlexNet needs dropout_key=...; "
+          "call model.eval() for inference"
+      )
     placed, n = self._place(images)
     key = None if self.deterministic else dropout_key
     stats = self.batch_stats()
-    return apply(self.spec, self.mesh, self.params(), placed, key,
-                 batch_stats=stats)[:n]
+    return apply(
+        self.spec, self.mesh, self.params(), placed, key, batch_stats=stats
+    )[:n]
 
   def activations(self, images) -> dict[str, jax.Array]:
     """Inference-mode outputs by ``ACTIVATION_NAMES``: each conv after its ReLU (and LRN), each pooling,
-    fc6/fc7 after ReLU, fc8 the logits. Conv maps keep the towers' channels tower by tower."""
+    fc6/fc7 after ReLU, fc8 the logits. Conv maps keep the towers' channels tower by tower.
+    """
     placed, n = self._place(images)
     stats = self.batch_stats()
-    _, acts = apply(self.spec, self.mesh, self.params(), placed,
-                    capture=True, batch_stats=stats)
+    _, acts = apply(
+        self.spec,
+        self.mesh,
+        self.params(),
+        placed,
+        capture=True,
+        batch_stats=stats,
+    )
     return {name: a[:n] for name, a in acts.items()}
 
   def _place(self, images) -> tuple[jax.Array, int]:
@@ -354,8 +381,10 @@ class AlexNet(nnx.Module):
     xp = jnp if isinstance(images, jax.Array) else np
     images = xp.asarray(images, xp.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
-      raise ConfigError(f"expected NHWC RGB images [batch, H, W, 3], got "
-                        f"shape {images.shape}")
+      raise ConfigError(
+          f"expected NHWC RGB images [batch, H, W, 3], got "
+          f"shape {images.shape}"
+      )
     n = images.shape[0]
     pad = -n % self.mesh.shape[sharding.DATA]
     if pad:

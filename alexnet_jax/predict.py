@@ -22,12 +22,15 @@ from alexnet_jax.weights import inference, pretrained
 
 FLAGS = flags.FLAGS
 
-def predict(predictor, paths: list[str], top: int, batch_size: int, out=sys.stdout) -> tuple[dict, list[str]]:
+
+def predict(
+    predictor, paths: list[str], top: int, batch_size: int, out=sys.stdout
+) -> tuple[dict, list[str]]:
   """``({path: [(name, probability), ...]}, unreadable paths)``; prints as it goes."""
   results, failed = {}, []
   for start in range(0, len(paths), batch_size):
     readable, stored = [], []
-    for path in paths[start:start + batch_size]:
+    for path in paths[start : start + batch_size]:
       try:
         stored.append(predictor.read_image(path))
         readable.append(path)
@@ -51,9 +54,17 @@ def main(argv):
   if not paths:
     raise SystemExit("alexnet_jax: give one or more image files to classify")
   if (FLAGS.checkpoint is None) == (FLAGS.weights is None):
-    raise SystemExit("alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE")
-  if FLAGS.weights and FLAGS.source and pretrained.source_of(FLAGS.weights) != FLAGS.source:
-    raise UserError(f"{FLAGS.weights} does not look like {FLAGS.source} weights (.pth: torchvision, .npy: caffe)")
+    raise SystemExit(
+        "alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE"
+    )
+  if (
+      FLAGS.weights
+      and FLAGS.source
+      and pretrained.source_of(FLAGS.weights) != FLAGS.source
+  ):
+    raise UserError(
+        f"{FLAGS.weights} does not look like {FLAGS.source} weights (.pth: torchvision, .npy: caffe)"
+    )
   predictor = inference.load(FLAGS.config, FLAGS.checkpoint or FLAGS.weights)
   _, failed = predict(predictor, paths, FLAGS.top, FLAGS.batch_size)
   if failed:
@@ -62,11 +73,28 @@ def main(argv):
 
 if __name__ == "__main__":
   # Defined here, not on import: predict and visualize are also imported side by side (tests).
-  config_flags.DEFINE_config_file("config", None, "Config of the network (default: the work directory's run.json, or "
-                                  "configs/torchvision.py or configs/caffe.py for --weights); checked against the run.")
-  flags.DEFINE_string("checkpoint", None, "A work directory (or its checkpoints/) of this project.")
-  flags.DEFINE_string("weights", None, "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.")
-  flags.DEFINE_enum("source", None, ["torchvision", "caffe"], "Where --weights come from (default: by extension).")
+  config_flags.DEFINE_config_file(
+      "config",
+      None,
+      "Config of the network (default: the work directory's run.json, or "
+      "configs/torchvision.py or configs/caffe.py for --weights); checked against the run.",
+  )
+  flags.DEFINE_string(
+      "checkpoint",
+      None,
+      "A work directory (or its checkpoints/) of this project.",
+  )
+  flags.DEFINE_string(
+      "weights",
+      None,
+      "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.",
+  )
+  flags.DEFINE_enum(
+      "source",
+      None,
+      ["torchvision", "caffe"],
+      "Where --weights come from (default: by extension).",
+  )
   flags.DEFINE_integer("top", 5, "How many classes to print per image.")
   flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
   cli.run(main)

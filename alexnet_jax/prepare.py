@@ -25,12 +25,28 @@ from alexnet_jax import cli
 from alexnet_jax.data import imagenet
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("tars", None, "Directory holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.")
-flags.DEFINE_string("from_tfds", None, "Instead of tars: the name of a built TFDS dataset to convert.")
-flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "Where the prepared data goes (TFDS's data_dir).")
+flags.DEFINE_string(
+    "tars",
+    None,
+    "Directory holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.",
+)
+flags.DEFINE_string(
+    "from_tfds",
+    None,
+    "Instead of tars: the name of a built TFDS dataset to convert.",
+)
+flags.DEFINE_string(
+    "data_dir",
+    "~/tensorflow_datasets",
+    "Where the prepared data goes (TFDS's data_dir).",
+)
 flags.DEFINE_integer("size", 256, "Stored resolution (the paper: 256).")
 flags.DEFINE_integer("quality", 90, "JPEG quality of the stored images.")
-flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Worker processes (0: all in this process).")
+flags.DEFINE_integer(
+    "num_workers",
+    os.cpu_count() or 1,
+    "Worker processes (0: all in this process).",
+)
 
 
 def main(argv):
@@ -38,10 +54,21 @@ def main(argv):
   if bool(FLAGS.tars) == bool(FLAGS.from_tfds):
     raise app.UsageError("give exactly one of --tars=DIR and --from_tfds=NAME")
   if FLAGS.tars:
-    imagenet.prepare_from_tars(os.path.expanduser(FLAGS.tars), os.path.expanduser(FLAGS.data_dir), FLAGS.size,
-                               FLAGS.quality, FLAGS.num_workers)
+    imagenet.prepare_from_tars(
+        os.path.expanduser(FLAGS.tars),
+        os.path.expanduser(FLAGS.data_dir),
+        FLAGS.size,
+        FLAGS.quality,
+        FLAGS.num_workers,
+    )
   else:
-    imagenet.prepare_from_tfds(FLAGS.from_tfds, FLAGS.data_dir, FLAGS.size, FLAGS.quality, FLAGS.num_workers)
+    imagenet.prepare_from_tfds(
+        FLAGS.from_tfds,
+        FLAGS.data_dir,
+        FLAGS.size,
+        FLAGS.quality,
+        FLAGS.num_workers,
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 DATA = "data"
 MODEL = "model"
 
-TOWER_SPEC = P(MODEL)        # parameters: leading tower axis over `model`
-BATCH_SPEC = P(DATA)         # batches: leading batch axis over `data`
+TOWER_SPEC = P(MODEL)  # parameters: leading tower axis over `model`
+BATCH_SPEC = P(DATA)  # batches: leading batch axis over `data`
 REPLICATED = P()
 
 
@@ -31,32 +31,45 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
   """
   devices = list(jax.devices() if devices is None else devices)
   if model < 1 or len(devices) % model:
-    raise ConfigError(f"mesh.model={model} must divide the {len(devices)} available devices")
+    raise ConfigError(
+        f"mesh.model={model} must divide the {len(devices)} available devices"
+    )
   if data == -1:
     data = len(devices) // model
   if data < 1 or data * model > len(devices):
-    raise ConfigError(f"mesh data={data} x model={model} needs {data * model} devices, "
-                     f"only {len(devices)} available")
-  devices = devices[:data * model]
+    raise ConfigError(
+        f"mesh data={data} x model={model} needs {data * model} devices, "
+        f"only {len(devices)} available"
+    )
+  devices = devices[: data * model]
   axis_types = (AxisType.Auto, AxisType.Auto)
   if len(devices) == len(jax.devices()):
     # jax.make_mesh orders devices by the physical topology (ICI/NVLink neighbours share `model`).
-    return jax.make_mesh((data, model), (DATA, MODEL), axis_types=axis_types, devices=devices)
-  return Mesh(np.asarray(devices).reshape(data, model), (DATA, MODEL), axis_types=axis_types)
+    return jax.make_mesh(
+        (data, model), (DATA, MODEL), axis_types=axis_types, devices=devices
+    )
+  return Mesh(
+      np.asarray(devices).reshape(data, model),
+      (DATA, MODEL),
+      axis_types=axis_types,
+  )
 
 
 def check_towers(towers: int, model_devices: int) -> None:
   """Each device on the ``model`` axis holds whole towers."""
   if towers % model_devices:
-    raise ConfigError(f"model.towers={towers} cannot be split over mesh.model={model_devices} devices "
-                      f"(each device on the model axis must hold whole towers)")
+    raise ConfigError(
+        f"model.towers={towers} cannot be split over mesh.model={model_devices} devices "
+        f"(each device on the model axis must hold whole towers)"
+    )
 
 
 def context_mesh() -> Mesh | None:
   """The concrete mesh set by ``jax.set_mesh``, or None outside one (or while tracing)."""
   try:
     mesh = jax.sharding.get_mesh()
-  except Exception:  # get_mesh raises inside traces; callers capture the mesh at build time.
+  # get_mesh raises inside traces; callers capture the mesh at build time.
+  except Exception:
     return None
   return None if mesh is None or mesh.empty else mesh
 
@@ -80,12 +93,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def on_mesh(mesh: Mesh, tree):
   """Leaves already placed on ``mesh`` stay; all others (step counters, scalars) are replicated on it,
-  so that every leaf of a train state, and of its restored checkpoint, lives on the same devices."""
+  so that every leaf of a train state, and of its restored checkpoint, lives on the same devices.
+  """
+
   def place(x):
-    if isinstance(getattr(x, "sharding", None), NamedSharding) and x.sharding.mesh == mesh:
+    if (
+        isinstance(getattr(x, "sharding", None), NamedSharding)
+        and x.sharding.mesh == mesh
+    ):
       return x
     # Through the host: a device_put of a one-device array onto devices of other processes is not allowed.
     return jax.device_put(np.asarray(jax.device_get(x)), replicated(mesh))
+
   return jax.tree.map(place, tree)
 
 
@@ -106,8 +125,12 @@ def process_data_shard(mesh: Mesh) -> tuple[int, int]:
 def global_batch(mesh: Mesh, local: dict, global_size: int) -> dict:
   """This process's slice of a batch (a dict of numpy arrays) -> global arrays sharded over ``data``."""
   placement = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(placement, v, (global_size, *v.shape[1:]))
-          for k, v in local.items()}
+  return {
+      k: jax.make_array_from_process_local_data(
+          placement, v, (global_size, *v.shape[1:])
+      )
+      for k, v in local.items()
+  }
 
 
 def gather_towers(x: jax.Array) -> jax.Array:
@@ -120,12 +143,15 @@ class Exchange:
   """What one device's share of the forward pass exchanges with the other devices. Over a mesh axis of
   one device every exchange is the identity and the ``shard_map`` specs leave that axis out (layout
   choice "no one-participant collectives", docs/performance.md)."""
+
   towers_apart: bool  # the `model` axis has more than one device
   data_parallel: bool  # the `data` axis has more than one device
 
   @classmethod
   def of(cls, mesh: Mesh) -> Exchange:
-    return cls(towers_apart=mesh.shape[MODEL] > 1, data_parallel=mesh.shape[DATA] > 1)
+    return cls(
+        towers_apart=mesh.shape[MODEL] > 1, data_parallel=mesh.shape[DATA] > 1
+    )
 
   def spec(self, *axes: str | None) -> P:
     """A PartitionSpec naming only the axes that have more than one device."""

@@ -26,7 +26,8 @@ class ConvLayer(NamedTuple):
   reads: str
   lrn: bool
   pool: bool
-  bias: float  # paper §5: biases 1 in conv2, conv4, conv5 and the hidden FC layers, 0 elsewhere
+  # paper §5: biases 1 in conv2, conv4, conv5 and the hidden FC layers, 0 elsewhere
+  bias: float
 
 
 class DenseLayer(NamedTuple):
@@ -59,8 +60,11 @@ def norm_name(layer: ConvLayer) -> str:
 
 
 # What ``AlexNet.activations`` returns, in order: conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5, fc6...
-ACTIVATION_NAMES = tuple(n for l in CONV_LAYERS for n in ((l.name, pool_name(l)) if l.pool else (l.name,))) + tuple(
-    l.name for l in DENSE_LAYERS)
+ACTIVATION_NAMES = tuple(
+    n
+    for l in CONV_LAYERS
+    for n in ((l.name, pool_name(l)) if l.pool else (l.name,))
+) + tuple(l.name for l in DENSE_LAYERS)
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
 
@@ -69,6 +73,7 @@ ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
 class AlexNetSpec:
   """Everything that shapes the network; hashable, so jit can treat it as static. The fields are
   ``config.model``'s keys, all required: the configs hold the values."""
+
   num_classes: int
   image_size: int
   towers: int
@@ -80,14 +85,19 @@ class AlexNetSpec:
   lrn_k: float
   lrn_alpha: float
   lrn_beta: float
-  lrn_scope: str  # "tower": each tower its own maps (paper); "layer": all maps of the layer (Caffe)
-  batch_norm: bool  # ablation: batch normalisation where the paper has LRN (after conv1, conv2)
-  activation: str  # "relu" (paper §3.1) or "tanh" (the saturating unit of its Figure 1)
+  # "tower": each tower its own maps (paper); "layer": all maps of the layer (Caffe)
+  lrn_scope: str
+  # ablation: batch normalisation where the paper has LRN (after conv1, conv2)
+  batch_norm: bool
+  # "relu" (paper §3.1) or "tanh" (the saturating unit of its Figure 1)
+  activation: str
   overlap_pool: bool
   dropout_rate: float
-  init: str  # "paper": N(0, init_std) and the paper's biases; "he": N(0, 2/fan_in), zero biases
+  # "paper": N(0, init_std) and the paper's biases; "he": N(0, 2/fan_in), zero biases
+  init: str
   init_std: float
-  dtype: str  # compute dtype; "auto" in a config: bfloat16 on GPUs and TPUs, float32 on CPUs
+  # compute dtype; "auto" in a config: bfloat16 on GPUs and TPUs, float32 on CPUs
+  dtype: str
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "AlexNetSpec":
@@ -95,45 +105,76 @@ class AlexNetSpec:
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(known))
     if unknown:
-      raise ConfigError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+      raise ConfigError(
+          f"unknown model config keys {unknown}; known keys: {sorted(known)}"
+      )
     missing = [key for key in known if key not in values]
     if missing:
-      raise ConfigError(f"the model config lacks {missing}: start from a config, e.g. configs/paper.py")
+      raise ConfigError(
+          f"the model config lacks {missing}: start from a config, e.g. configs/paper.py"
+      )
     for key in ("conv_features", "fc_features", "conv1_padding"):
       values[key] = tuple(int(v) for v in values[key])
-    if values["dtype"] == "auto":  # bfloat16 where the hardware has bfloat16 matrix units
-      values["dtype"] = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    # bfloat16 where the hardware has bfloat16 matrix units
+    if values["dtype"] == "auto":
+      values["dtype"] = (
+          "float32" if jax.default_backend() == "cpu" else "bfloat16"
+      )
     spec = cls(**values)
     spec.validate()
     return spec
 
   def validate(self) -> None:
-    if len(self.conv_features) != len(CONV_LAYERS) or len(self.fc_features) != len(DENSE_LAYERS) - 1:
-      raise ConfigError(f"model.conv_features needs {len(CONV_LAYERS)} entries and model.fc_features "
-                       f"{len(DENSE_LAYERS) - 1}")
+    if (
+        len(self.conv_features) != len(CONV_LAYERS)
+        or len(self.fc_features) != len(DENSE_LAYERS) - 1
+    ):
+      raise ConfigError(
+          f"model.conv_features needs {len(CONV_LAYERS)} entries and model.fc_features "
+          f"{len(DENSE_LAYERS) - 1}"
+      )
     if self.num_classes < 1:
-      raise ConfigError(f"model.num_classes must be at least 1, got {self.num_classes}")
+      raise ConfigError(
+          f"model.num_classes must be at least 1, got {self.num_classes}"
+      )
     # fc8 need not divide: its towers are padded (fc8_padding). The hidden layers' towers must be equal.
-    for name, features in zip(LAYER_NAMES, self.conv_features + self.fc_features):
+    for name, features in zip(
+        LAYER_NAMES, self.conv_features + self.fc_features
+    ):
       if features % self.towers:
-        raise ConfigError(f"{name} has {features} kernels, not divisible into model.towers={self.towers}")
+        raise ConfigError(
+            f"{name} has {features} kernels, not divisible into model.towers={self.towers}"
+        )
     if self.lrn_scope not in ("tower", "layer"):
-      raise ConfigError(f"model.lrn_scope must be 'tower' or 'layer', got {self.lrn_scope!r}")
+      raise ConfigError(
+          f"model.lrn_scope must be 'tower' or 'layer', got {self.lrn_scope!r}"
+      )
     if self.activation not in ACTIVATIONS:
-      raise ConfigError(f"model.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+      raise ConfigError(
+          f"model.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+      )
     if self.lrn and self.batch_norm:
-      raise ConfigError("model.lrn and model.batch_norm are alternatives at the same place: set one to False")
+      raise ConfigError(
+          "model.lrn and model.batch_norm are alternatives at the same place: set one to False"
+      )
     if self.init not in ("paper", "he"):
-      raise ConfigError(f"model.init must be 'paper' or 'he', got {self.init!r}")
+      raise ConfigError(
+          f"model.init must be 'paper' or 'he', got {self.init!r}"
+      )
     if self.dtype not in ("float32", "bfloat16", "float16"):
-      raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+      raise ConfigError(
+          f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}"
+      )
     if not 0.0 <= self.dropout_rate < 1.0:
-      raise ConfigError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
+      raise ConfigError(
+          f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}"
+      )
     self.feature_map_sizes()  # raises if the image is too small
 
   @property
   def pool_window(self) -> int:
-    return 3 if self.overlap_pool else 2  # paper §3.4: z=3, s=2 overlapping; z=s=2 traditional
+    # paper §3.4: z=3, s=2 overlapping; z=s=2 traditional
+    return 3 if self.overlap_pool else 2
 
   pool_stride = 2
 
@@ -145,7 +186,8 @@ class AlexNetSpec:
   def fc8_padding(self) -> int:
     """fc8 units beyond ``num_classes`` (0 when the towers divide the classes). They are the last units of
     the gathered towers (the end of the last tower): zeros from the start, their logits cut off before
-    anything reads them, so no loss reaches them and weight decay keeps them at zero."""
+    anything reads them, so no loss reaches them and weight decay keeps them at zero.
+    """
     return self.towers * self.fc8_units_per_tower - self.num_classes
 
   def fc8_padding_params(self) -> int:
@@ -161,8 +203,10 @@ class AlexNetSpec:
       if layer.pool:
         size = layers.pool_output_size(size, self.pool_window, self.pool_stride)
       if size < 1:
-        raise ConfigError(f"model.image_size={self.image_size} is too small: {layer.name}'s output "
-                         f"would be empty (the network needs at least 63x63 input)")
+        raise ConfigError(
+            f"model.image_size={self.image_size} is too small: {layer.name}'s output "
+            f"would be empty (the network needs at least 63x63 input)"
+        )
       sizes[layer.name] = size
     return sizes
 
@@ -172,10 +216,16 @@ class AlexNetSpec:
     fan_in = 3
     for layer, features in zip(CONV_LAYERS, self.conv_features):
       cin = fan_in // t if layer.reads == OWN else fan_in
-      shapes[layer.name] = ((t, layer.kernel, layer.kernel, cin, features // t), (t, features // t))
+      shapes[layer.name] = (
+          (t, layer.kernel, layer.kernel, cin, features // t),
+          (t, features // t),
+      )
       fan_in = features
     fan_in *= self.feature_map_sizes()[CONV_LAYERS[-1].name] ** 2
-    for layer, per_tower in zip(DENSE_LAYERS, tuple(f // t for f in self.fc_features) + (self.fc8_units_per_tower,)):
+    for layer, per_tower in zip(
+        DENSE_LAYERS,
+        tuple(f // t for f in self.fc_features) + (self.fc8_units_per_tower,),
+    ):
       shapes[layer.name] = ((t, fan_in, per_tower), (t, per_tower))
       fan_in = t * per_tower
     return shapes
@@ -185,7 +235,11 @@ class AlexNetSpec:
     statistics; empty unless ``batch_norm``."""
     if not self.batch_norm:
       return {}
-    return {norm_name(l): (self.towers, f // self.towers) for l, f in zip(CONV_LAYERS, self.conv_features) if l.lrn}
+    return {
+        norm_name(l): (self.towers, f // self.towers)
+        for l, f in zip(CONV_LAYERS, self.conv_features)
+        if l.lrn
+    }
 
   def forward_flops(self) -> int:
     """FLOPs (2 x multiply-adds) of one image's forward pass through the convolutions and FC layers;
@@ -206,11 +260,19 @@ class AlexNetSpec:
 
   def num_params(self) -> int:
     """The network's parameters; fc8's padding units (``fc8_padding_params``) are held but not counted."""
-    weights = sum(int(np.prod(k)) + int(np.prod(b)) for k, b in self.param_shapes().values())
-    norms = sum(2 * int(np.prod(shape)) for shape in self.norm_shapes().values())  # scale, offset
+    weights = sum(
+        int(np.prod(k)) + int(np.prod(b))
+        for k, b in self.param_shapes().values()
+    )
+    # scale, offset
+    norms = sum(
+        2 * int(np.prod(shape)) for shape in self.norm_shapes().values()
+    )
     return weights + norms - self.fc8_padding_params()
 
   def fc8_real_units(self) -> np.ndarray:
     """``[towers, 1, units per tower]``: True for fc8's class units, False for its padding."""
     per = self.fc8_units_per_tower
-    return (np.arange(self.towers * per) < self.num_classes).reshape(self.towers, 1, per)
+    return (np.arange(self.towers * per) < self.num_classes).reshape(
+        self.towers, 1, per
+    )

@@ -31,7 +31,10 @@ GAP, TOWER_GAP, BACKGROUND = 2, 12, (255, 255, 255)
 
 # ----------------------------------------------------------------------------- Figure 3
 
-def filter_grid(kernel: np.ndarray, columns: int = 16, scale: int = 4) -> Image.Image:
+
+def filter_grid(
+    kernel: np.ndarray, columns: int = 16, scale: int = 4
+) -> Image.Image:
   """conv1 kernels ``[T, kh, kw, 3, C]`` -> an image: one block of rows per tower, each kernel min-max
   scaled on its own (as the paper shows them), towers apart by a wider gap."""
   towers, kh, kw, _, per_tower = kernel.shape
@@ -39,90 +42,145 @@ def filter_grid(kernel: np.ndarray, columns: int = 16, scale: int = 4) -> Image.
   cell_h, cell_w = kh * scale + GAP, kw * scale + GAP
   width = columns * cell_w + GAP
   block = rows * cell_h
-  canvas = np.full((towers * block + (towers - 1) * TOWER_GAP + GAP, width, 3), 255, np.uint8)
+  canvas = np.full(
+      (towers * block + (towers - 1) * TOWER_GAP + GAP, width, 3), 255, np.uint8
+  )
   for t in range(towers):
     for c in range(per_tower):
       k = kernel[t, :, :, :, c]
       k = (k - k.min()) / max(k.max() - k.min(), 1e-12)
-      tile = np.kron((255 * k).astype(np.uint8), np.ones((scale, scale, 1), np.uint8))
+      tile = np.kron(
+          (255 * k).astype(np.uint8), np.ones((scale, scale, 1), np.uint8)
+      )
       top = t * (block + TOWER_GAP) + (c // columns) * cell_h + GAP
       left = (c % columns) * cell_w + GAP
-      canvas[top:top + kh * scale, left:left + kw * scale] = tile
+      canvas[top : top + kh * scale, left : left + kw * scale] = tile
   return Image.fromarray(canvas)
 
 
 # ----------------------------------------------------------------------------- Figure 4
 
-def nearest(queries: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+
+def nearest(
+    queries: np.ndarray, pool: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Indices and Euclidean distances of each query's ``k`` nearest rows of ``pool``, nearest first."""
-  squared = (np.square(queries).sum(1)[:, None] - 2 * queries @ pool.T + np.square(pool).sum(1)[None, :])
+  squared = (
+      np.square(queries).sum(1)[:, None]
+      - 2 * queries @ pool.T
+      + np.square(pool).sum(1)[None, :]
+  )
   order = np.argsort(squared, axis=1, kind="stable")[:, :k]
   return order, np.sqrt(np.maximum(np.take_along_axis(squared, order, 1), 0))
 
 
-def neighbour_grid(query_images: list[np.ndarray], neighbour_images: list[list[np.ndarray]]) -> Image.Image:
+def neighbour_grid(
+    query_images: list[np.ndarray], neighbour_images: list[list[np.ndarray]]
+) -> Image.Image:
   """A row per query: the query, a gap, then its neighbours (all uint8 [s, s, 3] of one size)."""
   size = query_images[0].shape[0]
   cell = size + GAP
   columns = 1 + max(len(n) for n in neighbour_images)
-  canvas = Image.new("RGB", (columns * cell + TOWER_GAP + GAP, len(query_images) * cell + GAP), BACKGROUND)
+  canvas = Image.new(
+      "RGB",
+      (columns * cell + TOWER_GAP + GAP, len(query_images) * cell + GAP),
+      BACKGROUND,
+  )
   draw = ImageDraw.Draw(canvas)
-  for row, (query, neighbours) in enumerate(zip(query_images, neighbour_images)):
+  for row, (query, neighbours) in enumerate(
+      zip(query_images, neighbour_images)
+  ):
     top = row * cell + GAP
     canvas.paste(Image.fromarray(query), (GAP, top))
-    draw.rectangle([GAP - 1, top - 1, GAP + size, top + size], outline=(200, 0, 0))
+    draw.rectangle(
+        [GAP - 1, top - 1, GAP + size, top + size], outline=(200, 0, 0)
+    )
     for j, image in enumerate(neighbours):
-      canvas.paste(Image.fromarray(image), (GAP + (j + 1) * cell + TOWER_GAP, top))
+      canvas.paste(
+          Image.fromarray(image), (GAP + (j + 1) * cell + TOWER_GAP, top)
+      )
   return canvas
 
 
 def _centre(stored: np.ndarray, size: int) -> np.ndarray:
   top = (stored.shape[0] - size) // 2
-  return stored[top:top + size, top:top + size]
+  return stored[top : top + size, top : top + size]
 
 
-def neighbours_figure(predictor, config, query_paths: list[str], k: int, queries: int, max_train: int
-                      ) -> tuple[Image.Image, np.ndarray]:
+def neighbours_figure(
+    predictor,
+    config,
+    query_paths: list[str],
+    k: int,
+    queries: int,
+    max_train: int,
+) -> tuple[Image.Image, np.ndarray]:
   """The figure and each query's neighbours' training indices."""
   splits = sources.load(config.data, predictor.model.spec.image_size)
   if splits.stored_size != predictor.stored_size:
-    raise UserError(f"the data is stored at {splits.stored_size} px, the network reads {predictor.stored_size}")
+    raise UserError(
+        f"the data is stored at {splits.stored_size} px, the network reads {predictor.stored_size}"
+    )
   if query_paths:
     query_stored = [predictor.read_image(p) for p in query_paths]
   else:
-    query_stored = [splits.eval[i]["image"] for i in range(min(queries, len(splits.eval)))]
-  count = len(splits.train) if max_train < 0 else min(max_train, len(splits.train))
+    query_stored = [
+        splits.eval[i]["image"] for i in range(min(queries, len(splits.eval)))
+    ]
+  count = (
+      len(splits.train) if max_train < 0 else min(max_train, len(splits.train))
+  )
   batch, features, pool = 64, [], []
-  for start in tqdm(range(0, count, batch), desc="fc7 of training images", unit="batch"):
-    images = np.stack([splits.train[i]["image"] for i in range(start, min(start + batch, count))])
+  for start in tqdm(
+      range(0, count, batch), desc="fc7 of training images", unit="batch"
+  ):
+    images = np.stack(
+        [
+            splits.train[i]["image"]
+            for i in range(start, min(start + batch, count))
+        ]
+    )
     features.append(predictor.features(images))
     pool.extend(images)
-  order, _ = nearest(predictor.features(np.stack(query_stored)), np.concatenate(features), k)
+  order, _ = nearest(
+      predictor.features(np.stack(query_stored)), np.concatenate(features), k
+  )
   size = predictor.model.spec.image_size
-  figure = neighbour_grid([_centre(q, size) for q in query_stored],
-                          [[_centre(pool[j], size) for j in row] for row in order])
+  figure = neighbour_grid(
+      [_centre(q, size) for q in query_stored],
+      [[_centre(pool[j], size) for j in row] for row in order],
+  )
   return figure, order
 
 
 def output_path(out: str) -> str:
   """``--out`` as the file to write: ``.png`` added when it has no extension; one PIL cannot write is
-  refused here, before the checkpoint is loaded, rather than by PIL's traceback at the end."""
+  refused here, before the checkpoint is loaded, rather than by PIL's traceback at the end.
+  """
   if not os.path.basename(out):
-    raise UserError(f"--out={out}: give a file name, e.g. {os.path.join(out, 'figure.png')}")
+    raise UserError(
+        f"--out={out}: give a file name, e.g. {os.path.join(out, 'figure.png')}"
+    )
   extension = os.path.splitext(out)[1]
   if not extension:
     return out + ".png"
   if Image.registered_extensions().get(extension.lower()) not in Image.SAVE:
-    raise UserError(f"--out={out}: PIL cannot write the extension {extension}; use .png (or .jpg, .pdf, ...)")
+    raise UserError(
+        f"--out={out}: PIL cannot write the extension {extension}; use .png (or .jpg, .pdf, ...)"
+    )
   return out
 
 
 def main(argv):
   if len(argv) < 2 or argv[1] not in ("filters", "neighbours"):
-    raise SystemExit("alexnet_jax: usage: python -m alexnet_jax.visualize filters|neighbours "
-                     "--checkpoint=DIR|--weights=FILE [--config=...] --out=FILE.png [IMAGE...]")
+    raise SystemExit(
+        "alexnet_jax: usage: python -m alexnet_jax.visualize filters|neighbours "
+        "--checkpoint=DIR|--weights=FILE [--config=...] --out=FILE.png [IMAGE...]"
+    )
   if (FLAGS.checkpoint is None) == (FLAGS.weights is None):
-    raise SystemExit("alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE")
+    raise SystemExit(
+        "alexnet_jax: give exactly one of --checkpoint=DIR or --weights=FILE"
+    )
   out = output_path(FLAGS.out)
   predictor = inference.load(FLAGS.config, FLAGS.checkpoint or FLAGS.weights)
   if argv[1] == "filters":
@@ -131,7 +189,14 @@ def main(argv):
     kernel = np.asarray(predictor.model.params()["conv1"]["kernel"])
     figure = filter_grid(kernel, scale=FLAGS.scale)
   else:
-    figure, _ = neighbours_figure(predictor, predictor.config, argv[2:], FLAGS.k, FLAGS.queries, FLAGS.max_train)
+    figure, _ = neighbours_figure(
+        predictor,
+        predictor.config,
+        argv[2:],
+        FLAGS.k,
+        FLAGS.queries,
+        FLAGS.max_train,
+    )
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   figure.save(out)
   print(f"wrote {out} ({figure.width}x{figure.height})")
@@ -139,14 +204,41 @@ def main(argv):
 
 if __name__ == "__main__":
   # Defined here, not on import: predict and visualize are also imported side by side (tests).
-  config_flags.DEFINE_config_file("config", None, "Config of the network (default: the work directory's run.json, or "
-                                  "configs/torchvision.py or configs/caffe.py for --weights); checked against the run.")
-  flags.DEFINE_string("checkpoint", None, "A work directory (or its checkpoints/) of this project.")
-  flags.DEFINE_string("weights", None, "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.")
-  flags.DEFINE_string("out", None, "Image file to write (.png added when it has no extension).")
-  flags.DEFINE_integer("k", 6, "neighbours: training images shown per query.", lower_bound=1)
-  flags.DEFINE_integer("queries", 5, "neighbours: eval images to use as queries when no IMAGE is given.", lower_bound=1)
-  flags.DEFINE_integer("max_train", 2000, "neighbours: training images searched (the first N; -1: all).")
-  flags.DEFINE_integer("scale", 4, "filters: pixels per kernel pixel.", lower_bound=1)
+  config_flags.DEFINE_config_file(
+      "config",
+      None,
+      "Config of the network (default: the work directory's run.json, or "
+      "configs/torchvision.py or configs/caffe.py for --weights); checked against the run.",
+  )
+  flags.DEFINE_string(
+      "checkpoint",
+      None,
+      "A work directory (or its checkpoints/) of this project.",
+  )
+  flags.DEFINE_string(
+      "weights",
+      None,
+      "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.",
+  )
+  flags.DEFINE_string(
+      "out", None, "Image file to write (.png added when it has no extension)."
+  )
+  flags.DEFINE_integer(
+      "k", 6, "neighbours: training images shown per query.", lower_bound=1
+  )
+  flags.DEFINE_integer(
+      "queries",
+      5,
+      "neighbours: eval images to use as queries when no IMAGE is given.",
+      lower_bound=1,
+  )
+  flags.DEFINE_integer(
+      "max_train",
+      2000,
+      "neighbours: training images searched (the first N; -1: all).",
+  )
+  flags.DEFINE_integer(
+      "scale", 4, "filters: pixels per kernel pixel.", lower_bound=1
+  )
   flags.mark_flags_as_required(["out"])
   cli.run(main)

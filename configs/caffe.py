@@ -18,7 +18,8 @@ from alexnet_jax import config_files
 def get_config():
   config = config_files.load("paper")
   config.model.image_size = 227
-  config.data.stored_size = 256  # Caffe's ImageNet was stored at 256x256 too: 227 crops of the same data
+  # Caffe's ImageNet was stored at 256x256 too: 227 crops of the same data
+  config.data.stored_size = 256
   config.model.conv1_padding = (0, 0)
   config.model.lrn_scope = "layer"
   config.model.lrn_k = 1.0

@@ -23,18 +23,22 @@ def get_config():
   config.num_epochs = 12
   config.log_every_steps = 10
   config.eval_every_steps = -1
-  config.checkpoint_every_steps = -1     # every epoch
-  config.mesh.model = 1                  # both towers on one device unless more are given
+  config.checkpoint_every_steps = -1  # every epoch
+  # both towers on one device unless more are given
+  config.mesh.model = 1
   config.model.num_classes = 10
   config.model.image_size = 64
   config.model.init = "he"
-  config.optimizer.schedule = "step"     # a fixed /10 at epochs 8 and 11: a few noisy evals on 360
-  config.optimizer.step_epochs = (8, 11)  # images make the plateau rule fire too early for a short demo
+  # a fixed /10 at epochs 8 and 11: a few noisy evals on 360
+  config.optimizer.schedule = "step"
+  # images make the plateau rule fire too early for a short demo
+  config.optimizer.step_epochs = (8, 11)
   config.data.source = "digits"
   config.data.name = "digits"
   config.data.num_workers = 0
   config.data.random_flip = False
-  config.data.pca_lighting = False       # the digits are grey: colour lighting has nothing to vary
+  # the digits are grey: colour lighting has nothing to vary
+  config.data.pca_lighting = False
   config.data.eval_views = 1
   config.data.pixel_scale = 1 / 255
   return config

@@ -17,7 +17,8 @@ def get_config():
   config.model.conv_features = (64, 192, 384, 256, 256)
   config.model.conv1_padding = (2, 2)
   config.model.lrn = False
-  config.model.init = "he"  # torchvision's Kaiming-uniform family; only matters when training from scratch
+  # torchvision's Kaiming-uniform family; only matters when training from scratch
+  config.model.init = "he"
   # torchvision's input: RGB / 255, minus ImageNet's mean (0.485, 0.456, 0.406), over its std (0.229, 0.224, 0.225).
   config.data.mean_rgb = (123.675, 116.28, 103.53)
   config.data.std_rgb = (58.395, 57.12, 57.375)

@@ -13,8 +13,14 @@ def coordinate_image(size):
 
 
 def zero_mean_constants(size):
-  return preprocess.constants(stats_lib.DatasetStats(np.zeros((size, size, 3), np.float32), np.ones(3, np.float32),
-                                                     np.eye(3, dtype=np.float32), 1))
+  return preprocess.constants(
+      stats_lib.DatasetStats(
+          np.zeros((size, size, 3), np.float32),
+          np.ones(3, np.float32),
+          np.eye(3, dtype=np.float32),
+          1,
+      )
+  )
 
 
 def test_random_crop_is_a_window_and_its_mirror():
@@ -22,15 +28,29 @@ def test_random_crop_is_a_window_and_its_mirror():
   image = coordinate_image(12)
   flips = set()
   for seed in range(20):
-    out = augment.random_crop_flip({"image": image, "label": 0}, np.random.default_rng(seed), 8, True, 0.0)
+    out = augment.random_crop_flip(
+        {"image": image, "label": 0}, np.random.default_rng(seed), 8, True, 0.0
+    )
     top, left, flipped = out["offset"]
     assert 0 <= top <= 4 and 0 <= left <= 4
-    np.testing.assert_array_equal(out["image"], image[top:top + 8, left:left + 8])
-    network = np.asarray(preprocess.network_input(jnp.asarray(out["image"][None]), jnp.asarray(out["offset"][None]),
-                                                  zero_mean_constants(12), 1.0))[0]
+    np.testing.assert_array_equal(
+        out["image"], image[top : top + 8, left : left + 8]
+    )
+    network = np.asarray(
+        preprocess.network_input(
+            jnp.asarray(out["image"][None]),
+            jnp.asarray(out["offset"][None]),
+            zero_mean_constants(12),
+            1.0,
+        )
+    )[0]
     rows, cols = network[..., 0], network[..., 1]
     assert np.all(rows == np.arange(top, top + 8)[:, None])
-    expected_cols = np.arange(left, left + 8)[::-1] if flipped else np.arange(left, left + 8)
+    expected_cols = (
+        np.arange(left, left + 8)[::-1]
+        if flipped
+        else np.arange(left, left + 8)
+    )
     assert np.all(cols == expected_cols[None, :])
     flips.add(int(flipped))
   assert flips == {0, 1}
@@ -38,44 +58,67 @@ def test_random_crop_is_a_window_and_its_mirror():
 
 def test_crop_positions_and_flips_are_uniform():
   image = coordinate_image(10)
-  draws = [augment.random_crop_flip({"image": image, "label": 0}, np.random.default_rng(s), 8, True, 0.0)["offset"]
-           for s in range(3000)]
+  draws = [
+      augment.random_crop_flip(
+          {"image": image, "label": 0}, np.random.default_rng(s), 8, True, 0.0
+      )["offset"]
+      for s in range(3000)
+  ]
   tops, lefts, flips = np.array(draws).T
-  assert set(tops) == {0, 1, 2} and set(lefts) == {0, 1, 2}  # all 256 - 224 + 1 positions, scaled down
-  assert abs(flips.mean() - 0.5) < 0.04 and all(abs(np.mean(tops == t) - 1 / 3) < 0.04 for t in range(3))
+  # all 256 - 224 + 1 positions, scaled down
+  assert set(tops) == {0, 1, 2} and set(lefts) == {0, 1, 2}
+  assert abs(flips.mean() - 0.5) < 0.04 and all(
+      abs(np.mean(tops == t) - 1 / 3) < 0.04 for t in range(3)
+  )
 
 
 def test_ten_crops_are_the_corners_the_centre_and_their_mirrors():
   image = coordinate_image(10)
   out = augment.eval_views({"image": image, "label": 0}, 6, 10)
-  assert out["image"].shape == (5, 6, 6, 3)  # each window once: the device mirrors them for the other five
+  # each window once: the device mirrors them for the other five
+  assert out["image"].shape == (5, 6, 6, 3)
   # Top-left pixel of each window, by hand for a 10x10 image and 6x6 crops (centre at 2).
   corners = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]
   assert [tuple(v[0, 0, :2]) for v in out["image"]] == corners
-  assert [tuple(o) for o in out["offset"]] == [(t, l, f) for f in (0, 1) for t, l in corners]
+  assert [tuple(o) for o in out["offset"]] == [
+      (t, l, f) for f in (0, 1) for t, l in corners
+  ]
   # Together the five windows cover every pixel of the image.
   covered = np.zeros((10, 10), bool)
   for top, left in corners:
-    covered[top:top + 6, left:left + 6] = True
+    covered[top : top + 6, left : left + 6] = True
   assert covered.all()
   centre = augment.eval_views({"image": image, "label": 0}, 6, 1)
-  assert centre["image"].shape == (1, 6, 6, 3) and tuple(centre["image"][0, 0, 0, :2]) == (2, 2)
+  assert centre["image"].shape == (1, 6, 6, 3) and tuple(
+      centre["image"][0, 0, 0, :2]
+  ) == (2, 2)
 
 
 def test_device_side_mean_subtraction_uses_the_same_window_and_mirroring():
   rng = np.random.default_rng(0)
   stored = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)
   mean = rng.normal(100, 20, (10, 10, 3)).astype(np.float32)
-  stats = stats_lib.DatasetStats(mean, np.ones(3, np.float32), np.eye(3, dtype=np.float32), 1)
-  centred = stored.astype(np.float32) - mean  # the paper: subtract the mean image, then crop
+  stats = stats_lib.DatasetStats(
+      mean, np.ones(3, np.float32), np.eye(3, dtype=np.float32), 1
+  )
+  # the paper: subtract the mean image, then crop
+  centred = stored.astype(np.float32) - mean
   for views in (1, 10):
     out = augment.eval_views({"image": stored, "label": 0}, 6, views)
-    got = np.asarray(preprocess.views_input(jnp.asarray(out["image"][None]), jnp.asarray(out["offset"][None]),
-                                            preprocess.constants(stats), 1.0))
+    got = np.asarray(
+        preprocess.views_input(
+            jnp.asarray(out["image"][None]),
+            jnp.asarray(out["offset"][None]),
+            preprocess.constants(stats),
+            1.0,
+        )
+    )
     assert got.shape == (views, 6, 6, 3)
     for view, (top, left, flipped) in zip(got, out["offset"]):
-      window = centred[top:top + 6, left:left + 6]
-      np.testing.assert_allclose(view, window[:, ::-1] if flipped else window, atol=1e-4)
+      window = centred[top : top + 6, left : left + 6]
+      np.testing.assert_allclose(
+          view, window[:, ::-1] if flipped else window, atol=1e-4
+      )
     assert sum(out["offset"][:, 2]) == (5 if views == 10 else 0)
 
 
@@ -84,21 +127,54 @@ def test_pca_lighting_noise_has_the_covariance_the_paper_implies():
   # (in 0..1 units; x255 here).
   rng = np.random.default_rng(0)
   q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-  stats = stats_lib.DatasetStats(np.zeros((4, 4, 3), np.float32), np.array([0.2, 0.02, 0.004], np.float32),
-                                 q.astype(np.float32), 1)
+  stats = stats_lib.DatasetStats(
+      np.zeros((4, 4, 3), np.float32),
+      np.array([0.2, 0.02, 0.004], np.float32),
+      q.astype(np.float32),
+      1,
+  )
   sigma = 0.1
-  alphas = np.stack([augment.random_crop_flip({"image": np.zeros((4, 4, 3), np.uint8), "label": 0},
-                                              np.random.default_rng(s), 4, False, sigma)["alpha"]
-                     for s in range(20000)])
-  shifts = np.asarray(preprocess.network_input(jnp.zeros((len(alphas), 4, 4, 3), jnp.uint8),
-                                               jnp.zeros((len(alphas), 3), jnp.int32), preprocess.constants(stats),
-                                               1.0, jnp.asarray(alphas)))[:, 0, 0, :]
-  expected = 255.0 ** 2 * sum(l ** 2 * sigma ** 2 * np.outer(q[:, i], q[:, i]) for i, l in enumerate(stats.eigenvalues))
-  np.testing.assert_allclose(np.cov(shifts, rowvar=False), expected, atol=0.05 * expected.max())
-  np.testing.assert_allclose(shifts, stats_lib.rgb_shift(alphas, stats), rtol=1e-4, atol=1e-3)
+  alphas = np.stack(
+      [
+          augment.random_crop_flip(
+              {"image": np.zeros((4, 4, 3), np.uint8), "label": 0},
+              np.random.default_rng(s),
+              4,
+              False,
+              sigma,
+          )["alpha"]
+          for s in range(20000)
+      ]
+  )
+  shifts = np.asarray(
+      preprocess.network_input(
+          jnp.zeros((len(alphas), 4, 4, 3), jnp.uint8),
+          jnp.zeros((len(alphas), 3), jnp.int32),
+          preprocess.constants(stats),
+          1.0,
+          jnp.asarray(alphas),
+      )
+  )[:, 0, 0, :]
+  expected = 255.0**2 * sum(
+      l**2 * sigma**2 * np.outer(q[:, i], q[:, i])
+      for i, l in enumerate(stats.eigenvalues)
+  )
+  np.testing.assert_allclose(
+      np.cov(shifts, rowvar=False), expected, atol=0.05 * expected.max()
+  )
+  np.testing.assert_allclose(
+      shifts, stats_lib.rgb_shift(alphas, stats), rtol=1e-4, atol=1e-3
+  )
   # Every pixel of an image moves by the same colour: one draw per image, not per pixel.
-  one = np.asarray(preprocess.network_input(jnp.zeros((1, 4, 4, 3), jnp.uint8), jnp.zeros((1, 3), jnp.int32),
-                                            preprocess.constants(stats), 1.0, jnp.asarray(alphas[:1])))[0]
+  one = np.asarray(
+      preprocess.network_input(
+          jnp.zeros((1, 4, 4, 3), jnp.uint8),
+          jnp.zeros((1, 3), jnp.int32),
+          preprocess.constants(stats),
+          1.0,
+          jnp.asarray(alphas[:1]),
+      )
+  )[0]
   assert np.all(one == one[0, 0])
   np.testing.assert_allclose(one[0, 0], shifts[0], rtol=1e-5)
 
@@ -115,8 +191,12 @@ def test_streamed_statistics_equal_the_batch_ones():
       part.add(picture)
     streamed.merge(part)
   a, b = whole.result(), streamed.result()
-  np.testing.assert_allclose(a.mean_image, pictures.astype(np.float64).mean(axis=0), rtol=1e-6)
+  np.testing.assert_allclose(
+      a.mean_image, pictures.astype(np.float64).mean(axis=0), rtol=1e-6
+  )
   np.testing.assert_allclose(b.mean_image, a.mean_image, rtol=1e-6)
   np.testing.assert_allclose(b.eigenvalues, a.eigenvalues, rtol=1e-5)
   numpy_cov = np.cov((pictures / 255.0).reshape(-1, 3), rowvar=False, bias=True)
-  np.testing.assert_allclose(a.eigenvalues, np.sort(np.linalg.eigvalsh(numpy_cov))[::-1], rtol=1e-5)
+  np.testing.assert_allclose(
+      a.eigenvalues, np.sort(np.linalg.eigvalsh(numpy_cov))[::-1], rtol=1e-5
+  )

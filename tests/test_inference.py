@@ -20,6 +20,7 @@ from alexnet_jax.errors import ConfigError, UserError
 def tiny_run(tmp_path_factory):
   """A tiny demo network trained for a few steps: its work directory and config."""
   from conftest import TINY_MODEL, load_config
+
   config = load_config("demo")
   config.model.update(TINY_MODEL)
   config.batch_size, config.num_train_steps, config.log_every_steps = 16, 3, 3
@@ -33,10 +34,21 @@ def test_imagenet_names_are_bundled_in_class_order():
   table = classes.imagenet()
   assert len(table) == 1000 and len({name for _, name in table}) == 1000
   # Spot checks against the ILSVRC-2012 index every framework uses.
-  assert [table[i][1] for i in (0, 1, 207, 999)] == ["tench", "goldfish", "golden retriever", "toilet tissue"]
-  import tensorflow_datasets as tfds  # TFDS ships the WordNet ids in label order: an independent list
-  labels = os.path.join(os.path.dirname(tfds.__file__), "datasets", "imagenet2012", "labels.txt")
-  assert [wnid for wnid, _ in table] == [line.strip() for line in open(labels) if line.strip()]
+  assert [table[i][1] for i in (0, 1, 207, 999)] == [
+      "tench",
+      "goldfish",
+      "golden retriever",
+      "toilet tissue",
+  ]
+  # TFDS ships the WordNet ids in label order: an independent list
+  import tensorflow_datasets as tfds
+
+  labels = os.path.join(
+      os.path.dirname(tfds.__file__), "datasets", "imagenet2012", "labels.txt"
+  )
+  assert [wnid for wnid, _ in table] == [
+      line.strip() for line in open(labels) if line.strip()
+  ]
   assert classes.readable(["n01440764", "cat"]) == ["tench", "cat"]
 
 
@@ -45,44 +57,73 @@ def test_predict_uses_the_training_preprocessing(tiny_run, tmp_path):
   splits = sources.load(config.data, 64)
   # The project's preprocessing written out: centre 64x64 of the stored 73x73, minus the training set's
   # mean image (computed here in float64), times 1/255.
-  mean = np.mean([splits.train[i]["image"].astype(np.float64) for i in range(len(splits.train))], axis=0)
+  mean = np.mean(
+      [
+          splits.train[i]["image"].astype(np.float64)
+          for i in range(len(splits.train))
+      ],
+      axis=0,
+  )
   stored = [splits.eval[i]["image"] for i in range(3)]
   paths = []
   for i, image in enumerate(stored):
     paths.append(str(tmp_path / f"digit{i}.png"))
-    Image.fromarray(image).save(paths[-1])  # lossless and already 73x73: read back unchanged
+    # lossless and already 73x73: read back unchanged
+    Image.fromarray(image).save(paths[-1])
   x = (np.stack(stored)[:, 4:68, 4:68] - mean[4:68, 4:68]) / 255
   params, _, _ = checkpointing.read_params(workdir)
   spec = model_lib.AlexNetSpec.from_config(config.model)
   mesh = model_lib.sharding.make_mesh(1, 1, jax.devices()[:1])
-  logits = np.asarray(model_lib.apply(spec, mesh, params, x.astype(np.float32)), np.float64)
+  logits = np.asarray(
+      model_lib.apply(spec, mesh, params, x.astype(np.float32)), np.float64
+  )
   want = np.exp(logits - logits.max(1, keepdims=True))
   want /= want.sum(1, keepdims=True)
 
   predictor = inference.load(config, workdir)
-  results, failed = predict.predict(predictor, paths + [str(tmp_path / "nothing.png")], top=3, batch_size=2)
+  results, failed = predict.predict(
+      predictor, paths + [str(tmp_path / "nothing.png")], top=3, batch_size=2
+  )
   assert failed == [str(tmp_path / "nothing.png")]
   for path, p in zip(paths, want):
     best = np.argsort(-p)[:3]
-    assert [name for name, _ in results[path]] == [str(i) for i in best]  # the digits' classes are "0".."9"
-    np.testing.assert_allclose([q for _, q in results[path]], p[best], rtol=1e-4, atol=1e-6)
+    # the digits' classes are "0".."9"
+    assert [name for name, _ in results[path]] == [str(i) for i in best]
+    np.testing.assert_allclose(
+        [q for _, q in results[path]], p[best], rtol=1e-4, atol=1e-6
+    )
 
 
 def test_filter_grid_puts_each_tower_in_its_own_block():
-  kernel = np.random.default_rng(0).normal(size=(2, 11, 11, 3, 20)).astype(np.float32)
+  kernel = (
+      np.random.default_rng(0)
+      .normal(size=(2, 11, 11, 3, 20))
+      .astype(np.float32)
+  )
   image = np.asarray(visualize.filter_grid(kernel, columns=16, scale=2))
-  gap, tower_gap, cell = visualize.GAP, visualize.TOWER_GAP, 11 * 2 + visualize.GAP
+  gap, tower_gap, cell = (
+      visualize.GAP,
+      visualize.TOWER_GAP,
+      11 * 2 + visualize.GAP,
+  )
   block = 2 * cell  # 20 kernels in rows of 16: two rows per tower
   assert image.shape == (2 * block + tower_gap + gap, 16 * cell + gap, 3)
   k = kernel[1, :, :, :, 17]  # tower 2, second row, second column
   top, left = block + tower_gap + cell + gap, cell + gap
   expected = ((k - k.min()) / (k.max() - k.min()) * 255).astype(np.uint8)
-  np.testing.assert_array_equal(image[top:top + 22:2, left:left + 22:2], expected)
+  np.testing.assert_array_equal(
+      image[top : top + 22 : 2, left : left + 22 : 2], expected
+  )
 
 
-def test_nearest_neighbours_by_hand_and_a_training_image_finds_itself(tiny_run, tmp_path):
-  order, distance = visualize.nearest(np.array([[0.0, 0.0], [3.0, 4.0]]),
-                                      np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]]), 2)
+def test_nearest_neighbours_by_hand_and_a_training_image_finds_itself(
+    tiny_run, tmp_path
+):
+  order, distance = visualize.nearest(
+      np.array([[0.0, 0.0], [3.0, 4.0]]),
+      np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]]),
+      2,
+  )
   np.testing.assert_array_equal(order, [[2, 1], [0, 1]])
   np.testing.assert_allclose(distance, [[0, 1], [0, np.sqrt(20)]], atol=1e-6)
 
@@ -90,10 +131,19 @@ def test_nearest_neighbours_by_hand_and_a_training_image_finds_itself(tiny_run, 
   splits = sources.load(config.data, 64)
   Image.fromarray(splits.train[5]["image"]).save(tmp_path / "train5.png")
   predictor = inference.load(config, workdir)
-  figure, order = visualize.neighbours_figure(predictor, config, [str(tmp_path / "train5.png")], k=3,
-                                              queries=0, max_train=64)
+  figure, order = visualize.neighbours_figure(
+      predictor,
+      config,
+      [str(tmp_path / "train5.png")],
+      k=3,
+      queries=0,
+      max_train=64,
+  )
   assert order[0][0] == 5
-  assert figure.size == (4 * (64 + visualize.GAP) + visualize.TOWER_GAP + visualize.GAP, 64 + 2 * visualize.GAP)
+  assert figure.size == (
+      4 * (64 + visualize.GAP) + visualize.TOWER_GAP + visualize.GAP,
+      64 + 2 * visualize.GAP,
+  )
 
 
 def _class_folder(root, num_classes=4):
@@ -103,11 +153,15 @@ def _class_folder(root, num_classes=4):
     for c in range(num_classes):
       os.makedirs(root / split / f"class{c}")
       for i in range(count):
-        image = np.full((73, 73, 3), 50 * c, np.uint8) + rng.integers(0, 40, (73, 73, 3), dtype=np.uint8)
+        image = np.full((73, 73, 3), 50 * c, np.uint8) + rng.integers(
+            0, 40, (73, 73, 3), dtype=np.uint8
+        )
         Image.fromarray(image).save(root / split / f"class{c}" / f"{i}.png")
 
 
-def test_fine_tuning_loads_all_but_a_new_head_and_freezes_the_convolutions(tiny_run, tmp_path, capsys):
+def test_fine_tuning_loads_all_but_a_new_head_and_freezes_the_convolutions(
+    tiny_run, tmp_path, capsys
+):
   source_dir, config = tiny_run
   source, _, _ = checkpointing.read_params(source_dir)
   _class_folder(tmp_path / "data")
@@ -120,15 +174,21 @@ def test_fine_tuning_loads_all_but_a_new_head_and_freezes_the_convolutions(tiny_
 
   exp = experiment.build(tuned, None)  # the state a run starts from
   start = jax.tree.map(np.asarray, exp.state["params"])
-  assert "loaded conv1, conv2, conv3, conv4, conv5, fc6, fc7; new fc8" in capsys.readouterr().out
+  assert (
+      "loaded conv1, conv2, conv3, conv4, conv5, fc6, fc7; new fc8"
+      in capsys.readouterr().out
+  )
   for name in ("conv1", "conv5", "fc6", "fc7"):
     np.testing.assert_array_equal(start[name]["kernel"], source[name]["kernel"])
-  assert start["fc8"]["kernel"].shape == (2, 32, 2) and source["fc8"]["kernel"].shape == (2, 32, 5)
+  assert start["fc8"]["kernel"].shape == (2, 32, 2) and source["fc8"][
+      "kernel"
+  ].shape == (2, 32, 5)
 
   workdir = str(tmp_path / "tuned")
   train.train_and_evaluate(tuned, workdir)
   after, _, _ = checkpointing.read_params(workdir)
-  for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):  # frozen: not even weight decay moves them
+  # frozen: not even weight decay moves them
+  for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
     np.testing.assert_array_equal(after[name]["kernel"], source[name]["kernel"])
     np.testing.assert_array_equal(after[name]["bias"], source[name]["bias"])
   for name in ("fc6", "fc7", "fc8"):
@@ -139,14 +199,19 @@ def test_fine_tuning_refuses_another_architecture(tiny_run):
   source_dir, _ = tiny_run
   source, _, _ = checkpointing.read_params(source_dir)
   fresh = {name: dict(layer) for name, layer in source.items()}
-  fresh["conv2"] = {"kernel": np.zeros((2, 5, 5, 4, 12)), "bias": np.zeros((2, 12))}
+  fresh["conv2"] = {
+      "kernel": np.zeros((2, 5, 5, 4, 12)),
+      "bias": np.zeros((2, 12)),
+  }
   with pytest.raises(UserError, match="conv2"):
     pretrained.merge_for_finetuning(fresh, source)
   with pytest.raises(UserError, match="does not exist"):
     pretrained.read_weights("/nonexistent/alexnet.pth")
 
 
-def test_three_classes_on_two_towers_fine_tune_train_and_predict_three_classes(tiny_run, tmp_path, capsys):
+def test_three_classes_on_two_towers_fine_tune_train_and_predict_three_classes(
+    tiny_run, tmp_path, capsys
+):
   # fc8's towers hold 2 units each; the last is padding. Trained with one tower per device, data-parallel.
   source_dir, config = tiny_run
   _class_folder(tmp_path / "data", 3)
@@ -158,34 +223,62 @@ def test_three_classes_on_two_towers_fine_tune_train_and_predict_three_classes(t
   tuned.batch_size, tuned.num_train_steps = 8, 3
   workdir = str(tmp_path / "tuned")
   result = train.train_and_evaluate(tuned, workdir)
-  assert "; new fc8" in capsys.readouterr().out and 0 <= result["eval_top1_error"] <= 1
+  assert (
+      "; new fc8" in capsys.readouterr().out
+      and 0 <= result["eval_top1_error"] <= 1
+  )
   after, _, meta = checkpointing.read_params(workdir)
   assert meta["num_classes"] == 3 and after["fc8"]["kernel"].shape == (2, 32, 2)
   # Three steps of gradients, momentum and weight decay left the padding unit at zero; the real units moved.
-  assert not np.any(after["fc8"]["kernel"][1, :, 1]) and after["fc8"]["bias"][1, 1] == 0
-  assert np.all(after["fc8"]["kernel"][:, :, 0] != 0) and np.all(after["fc8"]["kernel"][0, :, 1] != 0)
+  assert (
+      not np.any(after["fc8"]["kernel"][1, :, 1])
+      and after["fc8"]["bias"][1, 1] == 0
+  )
+  assert np.all(after["fc8"]["kernel"][:, :, 0] != 0) and np.all(
+      after["fc8"]["kernel"][0, :, 1] != 0
+  )
 
   # 3 and 4 classes share fc8's shape on two towers: the checkpoint's record tells them apart.
   assert pretrained.read_weights(workdir)[3] == 3
-  assert pretrained.merge_for_finetuning(after, after, 4, 3)[2] == ["fc8"]  # another task: a fresh head
+  # another task: a fresh head
+  assert pretrained.merge_for_finetuning(after, after, 4, 3)[2] == ["fc8"]
   assert pretrained.merge_for_finetuning(after, after, 3, 3)[2] == []
   four = tuned.copy_and_resolve_references()
   four.model.num_classes = 4
-  with pytest.raises(ConfigError, match=r"\(model.num_classes=3 there, 4 here\)"):  # the run's record says 3
+  # the run's record says 3
+  with pytest.raises(
+      ConfigError, match=r"\(model.num_classes=3 there, 4 here\)"
+  ):
     inference.load(four, workdir)
   predictor = inference.load(None, workdir)
-  assert predictor.model.spec.num_classes == 3 and predictor.class_names == ["class0", "class1", "class2"]
-  stored = np.stack([predictor.read_image(str(tmp_path / "data" / "val" / f"class{c}" / "0.png")) for c in (0, 2)])
+  assert predictor.model.spec.num_classes == 3 and predictor.class_names == [
+      "class0",
+      "class1",
+      "class2",
+  ]
+  stored = np.stack(
+      [
+          predictor.read_image(
+              str(tmp_path / "data" / "val" / f"class{c}" / "0.png")
+          )
+          for c in (0, 2)
+      ]
+  )
   probabilities = predictor.probabilities(stored)
   assert probabilities.shape == (2, 3)
   np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
   _class_folder(tmp_path / "four", 4)
   four.data.data_dir = str(tmp_path / "four")
-  with pytest.raises(ConfigError, match=r"\(model.num_classes=3 there, 4 here\)"):
+  with pytest.raises(
+      ConfigError, match=r"\(model.num_classes=3 there, 4 here\)"
+  ):
     train.evaluate_checkpoint(four, workdir)
   # Without its record and stats cache (written by this version: the cache refuses other data first), the
   # checkpoint's own class count still refuses it.
   os.remove(os.path.join(workdir, "run.json"))
   os.remove(os.path.join(workdir, "data_stats.npz"))
-  with pytest.raises(ConfigError, match="trained for 3 classes, this config has model.num_classes=4"):
+  with pytest.raises(
+      ConfigError,
+      match="trained for 3 classes, this config has model.num_classes=4",
+  ):
     train.evaluate_checkpoint(four, workdir)

@@ -1,5 +1,6 @@
 """The grain pipeline: exact resume with and without worker processes; folder datasets with bad files;
-read-ahead bounded while the consumer pauses; worker batches' shared memory freed on close."""
+read-ahead bounded while the consumer pauses; worker batches' shared memory freed on close.
+"""
 
 import os
 import time
@@ -30,7 +31,8 @@ def test_resumed_iterator_continues_with_exactly_the_next_batch(workers):
   for _ in range(3):
     next(first)
   state = first.get_state()
-  resumed = input_pipeline.train_iterator(splits, config)  # a new process would start like this
+  # a new process would start like this
+  resumed = input_pipeline.train_iterator(splits, config)
   resumed.set_state(state)
   for want in expected[3:]:
     got = next(resumed)
@@ -41,7 +43,10 @@ def test_resumed_iterator_continues_with_exactly_the_next_batch(workers):
       it.close()
 
 
-@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs POSIX shared memory in /dev/shm")
+@pytest.mark.skipif(
+    not os.path.isdir("/dev/shm"),
+    reason="needs POSIX shared memory in /dev/shm",
+)
 def test_closing_frees_the_shared_memory_of_batches_made_into_device_arrays():
   # Worker processes hand batches over in shared memory; jax arrays made from them on the CPU alias it
   # and are freed only by the cycle collector. Left to the interpreter's exit, Python warns of leaked
@@ -54,8 +59,11 @@ def test_closing_frees_the_shared_memory_of_batches_made_into_device_arrays():
   names = []
   for _ in range(3):
     host = next(iterator)
-    names += [os.path.join("/dev/shm", array.shm.name.lstrip("/")) for array in host.values()]
-    assert all(map(os.path.exists, names[-len(host):]))
+    names += [
+        os.path.join("/dev/shm", array.shm.name.lstrip("/"))
+        for array in host.values()
+    ]
+    assert all(map(os.path.exists, names[-len(host) :]))
     device = sharding.global_batch(mesh, host, config.batch_size)
     del host, device
   input_pipeline.close(iterator)
@@ -72,10 +80,14 @@ def write_folder(root):
       os.makedirs(root / split / name)
       for i in range(count):
         pixels = rng.integers(0, 256, (60 + 5 * i, 90, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+        Image.fromarray(pixels).save(
+            root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}"
+        )
   (root / "train" / "cat" / "empty.jpg").write_bytes(b"")
   (root / "train" / "dog" / "notes.txt").write_text("not an image")
-  (root / "train" / "dog" / "truncated.jpg").write_bytes((root / "train" / "dog" / "0.jpg").read_bytes()[:200])
+  (root / "train" / "dog" / "truncated.jpg").write_bytes(
+      (root / "train" / "dog" / "0.jpg").read_bytes()[:200]
+  )
   (root / "val" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
 
 
@@ -83,13 +95,24 @@ def test_folder_dataset_skips_and_reports_bad_files(tmp_path):
   data = tmp_path / "data"
   write_folder(data)
   workdir = tmp_path / "run"
-  done = run_cli("alexnet_jax.main", *tiny_flags(), f"--workdir={workdir}", "--config.data.source=folder",
-                 f"--config.data.data_dir={data}", "--config.model.num_classes=2", "--config.batch_size=4",
-                 "--config.num_train_steps=5", "--config.log_every_steps=1", "--config.eval_every_steps=5",
-                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+  done = run_cli(
+      "alexnet_jax.main",
+      *tiny_flags(),
+      f"--workdir={workdir}",
+      "--config.data.source=folder",
+      f"--config.data.data_dir={data}",
+      "--config.model.num_classes=2",
+      "--config.batch_size=4",
+      "--config.num_train_steps=5",
+      "--config.log_every_steps=1",
+      "--config.eval_every_steps=5",
+      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   for name in ("empty.jpg", "notes.txt", "truncated.jpg", "broken.jpg"):
-    assert "skipping unreadable image" in done.stderr and name in done.stderr, name
+    assert (
+        "skipping unreadable image" in done.stderr and name in done.stderr
+    ), name
   lines = metrics.read_metrics(str(workdir))
   # 19 files, 3 of them bad: the first 5 batches of 4 hold every training file once (and one more).
   skipped = sum(m["train_skipped_images"] for m in lines if "train_loss" in m)
@@ -98,11 +121,23 @@ def test_folder_dataset_skips_and_reports_bad_files(tmp_path):
   assert (final["eval_images"], final["eval_skipped_images"]) == (6, 1)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda data: [os.remove(f) for f in (data / "val").glob("*/*")], "val holds no files"),
-    (lambda data: os.rename(data / "val" / "dog", data / "val" / "wolf"), "val has class directories that"),
-], ids=["empty_val", "class_not_in_train"])
-def test_unusable_evaluation_folders_are_refused_before_training(tmp_path, damage, message):
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda data: [os.remove(f) for f in (data / "val").glob("*/*")],
+            "val holds no files",
+        ),
+        (
+            lambda data: os.rename(data / "val" / "dog", data / "val" / "wolf"),
+            "val has class directories that",
+        ),
+    ],
+    ids=["empty_val", "class_not_in_train"],
+)
+def test_unusable_evaluation_folders_are_refused_before_training(
+    tmp_path, damage, message
+):
   data = tmp_path / "data"
   write_folder(data)
   damage(data)
@@ -112,22 +147,38 @@ def test_unusable_evaluation_folders_are_refused_before_training(tmp_path, damag
 
 def test_no_readable_training_image_stops_with_one_line():
   class Unreadable:
+
     def __len__(self):
       return 3
 
     def __getitem__(self, index):
-      return {"image": np.zeros((0, 0, 3), np.uint8), "label": np.int32(0), "valid": False}
+      return {
+          "image": np.zeros((0, 0, 3), np.uint8),
+          "label": np.int32(0),
+          "valid": False,
+      }
 
-  with pytest.raises(TrainingError, match="none of the 3 training images could be read"):
+  with pytest.raises(
+      TrainingError, match="none of the 3 training images could be read"
+  ):
     stats_lib.compute(Unreadable())
 
 
 def test_missing_data_directory_stops_before_compiling_with_one_line(tmp_path):
-  done = run_cli("alexnet_jax.main", *tiny_flags(), f"--workdir={tmp_path / 'run'}", "--config.data.source=folder",
-                 f"--config.data.data_dir={tmp_path / 'nowhere'}", "--config.model.num_classes=2")
+  done = run_cli(
+      "alexnet_jax.main",
+      *tiny_flags(),
+      f"--workdir={tmp_path / 'run'}",
+      "--config.data.source=folder",
+      f"--config.data.data_dir={tmp_path / 'nowhere'}",
+      "--config.model.num_classes=2",
+  )
   assert done.returncode != 0 and "Traceback" not in done.stderr
   last = done.stderr.strip().splitlines()[-1]
-  assert last.startswith("alexnet_jax: no training images:") and str(tmp_path / "nowhere") in last
+  assert (
+      last.startswith("alexnet_jax: no training images:")
+      and str(tmp_path / "nowhere") in last
+  )
 
 
 class CountingSource:
@@ -141,7 +192,11 @@ class CountingSource:
 
   def __getitem__(self, index):
     self.reads += 1
-    return {"image": np.zeros((self.size, self.size, 3), np.uint8), "label": np.int32(index % 10), "valid": True}
+    return {
+        "image": np.zeros((self.size, self.size, 3), np.uint8),
+        "label": np.int32(index % 10),
+        "valid": True,
+    }
 
 
 def test_reading_ahead_stops_while_the_consumer_waits():
@@ -149,10 +204,17 @@ def test_reading_ahead_stops_while_the_consumer_waits():
   # grain's default read up to 500 batches ahead. Bound: the threads' batches plus as many buffered.
   config = load_config("demo")
   config.batch_size, config.data.num_workers = 4, 0
-  splits = dataset.Splits(CountingSource(1000, 73), CountingSource(100, 73), 10, 73, tuple(map(str, range(10))))
+  splits = dataset.Splits(
+      CountingSource(1000, 73),
+      CountingSource(100, 73),
+      10,
+      73,
+      tuple(map(str, range(10))),
+  )
   iterator = input_pipeline.train_iterator(splits, config)
   next(iterator)
-  time.sleep(1.0)  # blank images take microseconds: unbounded, thousands would be read by now
+  # blank images take microseconds: unbounded, thousands would be read by now
+  time.sleep(1.0)
   threads = input_pipeline.read_options(0).num_threads
   assert splits.train.reads <= (2 * threads + 1) * config.batch_size
   iterator.close()
@@ -160,4 +222,5 @@ def test_reading_ahead_stops_while_the_consumer_waits():
   batches = input_pipeline.eval_batches(splits, 64, global_batch=4, views=10)
   next(batches)
   time.sleep(1.0)
-  assert splits.eval.reads <= 3 * 4 + 8  # two batches ahead, the one taken, one per thread in flight
+  # two batches ahead, the one taken, one per thread in flight
+  assert splits.eval.reads <= 3 * 4 + 8

@@ -31,12 +31,19 @@ def test_updates_follow_the_paper_equation_across_a_rate_reduction():
   rng = np.random.default_rng(0)
   w = rng.normal(size=(3, 4))
   grads = [rng.normal(size=(3, 4)) for _ in range(6)]
-  rates = [0.01, 0.01, 0.01, 0.001, 0.001, 0.001]  # divided by 10 after three steps
+  # divided by 10 after three steps
+  rates = [0.01, 0.01, 0.01, 0.001, 0.001, 0.001]
   got = run(optim.paper_sgd(0.01), w, grads, rates)
-  np.testing.assert_allclose(got, paper_rule_by_hand(w, grads, rates), rtol=1e-6)
+  np.testing.assert_allclose(
+      got, paper_rule_by_hand(w, grads, rates), rtol=1e-6
+  )
   # optax.sgd applies the new rate to the whole momentum trace: a different trajectory after the cut.
   trace_scaled = optax.inject_hyperparams(
-      lambda learning_rate: optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(learning_rate, momentum=0.9)))
+      lambda learning_rate: optax.chain(
+          optax.add_decayed_weights(5e-4),
+          optax.sgd(learning_rate, momentum=0.9),
+      )
+  )
   other = run(trace_scaled(learning_rate=0.01), w, grads, rates)
   assert not np.allclose(other, got, rtol=1e-4)
 
@@ -57,13 +64,25 @@ def test_biases_are_not_decayed():
 
 
 def test_plateau_reduces_only_when_the_error_stalls_and_at_most_three_times():
-  schedule = optim.PlateauSchedule(0.01, factor=0.1, patience=2, max_reductions=3)
-  errors = [0.9, 0.8, 0.7,   # improving: no change
-            0.7, 0.75,       # two evals without improvement -> 0.001
-            0.6,             # improvement resets the count
-            0.65, 0.6,       # stalls twice (equal is no improvement) -> 0.0001
-            0.6, 0.6,        # -> 0.00001 (third and last reduction)
-            0.6, 0.6, 0.6, 0.6]  # stalls on, but no fourth reduction
+  schedule = optim.PlateauSchedule(
+      0.01, factor=0.1, patience=2, max_reductions=3
+  )
+  errors = [
+      0.9,
+      0.8,
+      0.7,  # improving: no change
+      0.7,
+      0.75,  # two evals without improvement -> 0.001
+      0.6,  # improvement resets the count
+      0.65,
+      0.6,  # stalls twice (equal is no improvement) -> 0.0001
+      0.6,
+      0.6,  # -> 0.00001 (third and last reduction)
+      0.6,
+      0.6,
+      0.6,
+      0.6,
+  ]  # stalls on, but no fourth reduction
   rates = [schedule.update(e) for e in errors]
   expected = [0.01] * 4 + [1e-3] * 3 + [1e-4] * 2 + [1e-5] * 5
   np.testing.assert_allclose(rates, expected, rtol=1e-9)

@@ -27,12 +27,17 @@ class ArraySource:
     return len(self.images)
 
   def __getitem__(self, index: int) -> dict:
-    return {"image": self.images[index], "label": np.int32(self.labels[index]), "valid": True}
+    return {
+        "image": self.images[index],
+        "label": np.int32(self.labels[index]),
+        "valid": True,
+    }
 
 
 class DecodingSource:
   """Base for sources of encoded images: a record that cannot be decoded comes back ``valid=False``
-  (zeros), is named in a warning once per worker, and is masked out of the loss and the metrics."""
+  (zeros), is named in a warning once per worker, and is masked out of the loss and the metrics.
+  """
 
   size: int
 
@@ -42,7 +47,11 @@ class DecodingSource:
 
   def _decoded(self, index: int, data: bytes, label: int, name: str) -> dict:
     try:
-      return {"image": images.load_stored(data, self.size), "label": np.int32(label), "valid": True}
+      return {
+          "image": images.load_stored(data, self.size),
+          "label": np.int32(label),
+          "valid": True,
+      }
     except images.BadImage as error:
       return self._unreadable(index, label, name, str(error))
 
@@ -50,18 +59,25 @@ class DecodingSource:
     if index not in self._warned:
       self._warned.add(index)
       logging.warning("skipping unreadable image %s: %s", name, reason)
-    return {"image": np.zeros((self.size, self.size, 3), np.uint8), "label": np.int32(label), "valid": False}
+    return {
+        "image": np.zeros((self.size, self.size, 3), np.uint8),
+        "label": np.int32(label),
+        "valid": False,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-  train: object  # random-access sources: len() and [i] -> {'image': uint8 [S, S, 3], 'label', 'valid'}
+  # random-access sources: len() and [i] -> {'image': uint8 [S, S, 3], 'label', 'valid'}
+  train: object
   eval: object
   num_classes: int
   stored_size: int
   class_names: tuple[str, ...]
-  stats_path: str | None = None  # precomputed training-set statistics, if the data came with them
-  empty_classes: tuple[str, ...] = ()  # class directories without a training image (folder data)
+  # precomputed training-set statistics, if the data came with them
+  stats_path: str | None = None
+  # class directories without a training image (folder data)
+  empty_classes: tuple[str, ...] = ()
 
 
 def stored_size_for(image_size: int, stored_size: int = 0) -> int:

@@ -23,12 +23,16 @@ NUM_IMAGES = 1797
 
 def raw() -> tuple[np.ndarray, np.ndarray]:
   """(images float64 [1797, 8, 8] in 0..16, labels int [1797]), as ``sklearn.datasets.load_digits`` gives them."""
-  with importlib.resources.files("alexnet_jax.data").joinpath("digits.csv.gz").open("rb") as f:
+  with importlib.resources.files("alexnet_jax.data").joinpath(
+      "digits.csv.gz"
+  ).open("rb") as f:
     table = np.loadtxt(gzip.open(f), delimiter=",")
   return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
 
 
-def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+def _approximate_mode(
+    class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState
+) -> np.ndarray:
   """sklearn.utils.extmath._approximate_mode: draws per class, ties in the remainders broken by ``rng``."""
   continuous = class_counts / class_counts.sum() * n_draws
   floored = np.floor(continuous)
@@ -45,43 +49,60 @@ def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.Ran
   return floored.astype(int)
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(train, test) indices exactly as ``train_test_split(test_size=test_fraction, random_state=seed,
   stratify=labels)``: sklearn's StratifiedShuffleSplit, one split. Every rng call is in sklearn's order,
   since any other order gives another permutation."""
   if not 0 < test_fraction < 1:
     raise ValueError(f"test_fraction={test_fraction} must be in (0, 1)")
-  n_test = math.ceil(test_fraction * len(labels))  # sklearn rounds the test share up
+  # sklearn rounds the test share up
+  n_test = math.ceil(test_fraction * len(labels))
   n_train = len(labels) - n_test
-  _, y_indices, class_counts = np.unique(labels, return_inverse=True, return_counts=True)
-  class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+  _, y_indices, class_counts = np.unique(
+      labels, return_inverse=True, return_counts=True
+  )
+  class_indices = np.split(
+      np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1]
+  )
   rng = np.random.RandomState(seed)
   n_i = _approximate_mode(class_counts, n_train, rng)
   t_i = _approximate_mode(class_counts - n_i, n_test, rng)
   train, test = [], []
   for i, members in enumerate(class_indices):
     shuffled = members.take(rng.permutation(class_counts[i]), mode="clip")
-    train.extend(shuffled[:n_i[i]])
-    test.extend(shuffled[n_i[i]:n_i[i] + t_i[i]])
+    train.extend(shuffled[: n_i[i]])
+    test.extend(shuffled[n_i[i] : n_i[i] + t_i[i]])
   return rng.permutation(train), rng.permutation(test)
 
 
-def load(image_size: int, eval_fraction: float = 0.2, stored_size: int = 0) -> Splits:
+def load(
+    image_size: int, eval_fraction: float = 0.2, stored_size: int = 0
+) -> Splits:
   """The digits upscaled to the stored size and repeated to RGB. The held-out split is fixed (stratified,
-  seed 0), whatever the run's seed, so every run is evaluated on the same images."""
+  seed 0), whatever the run's seed, so every run is evaluated on the same images.
+  """
   pixels, labels = raw()
   size = stored_size_for(image_size, stored_size)
   grey = _resize_bilinear(pixels * (255.0 / 16.0), size)
-  rgb = np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+  rgb = np.repeat(
+      np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1
+  )
   train_idx, eval_idx = stratified_split(labels, eval_fraction, seed=0)
   labels = labels.astype(np.int32)
-  return Splits(ArraySource(rgb[train_idx], labels[train_idx]),
-                        ArraySource(rgb[eval_idx], labels[eval_idx]),
-                        num_classes=10, stored_size=size, class_names=tuple(str(d) for d in range(10)))
+  return Splits(
+      ArraySource(rgb[train_idx], labels[train_idx]),
+      ArraySource(rgb[eval_idx], labels[eval_idx]),
+      num_classes=10,
+      stored_size=size,
+      class_names=tuple(str(d) for d in range(10)),
+  )
 
 
 def _resize_bilinear(grey: np.ndarray, size: int) -> np.ndarray:
   """[N, h, w] -> [N, size, size], bilinear with pixel centres aligned (as PIL / jax.image)."""
+
   def weights(n_in: int) -> np.ndarray:
     centres = (np.arange(size) + 0.5) * n_in / size - 0.5
     centres = np.clip(centres, 0, n_in - 1)
@@ -92,5 +113,6 @@ def _resize_bilinear(grey: np.ndarray, size: int) -> np.ndarray:
     w[np.arange(size), lo] += 1 - frac
     w[np.arange(size), hi] += frac
     return w
+
   rows, cols = weights(grey.shape[1]), weights(grey.shape[2])
   return np.einsum("ih,nhw,jw->nij", rows, grey, cols)

@@ -31,15 +31,36 @@ from alexnet_jax.data.dataset import Splits
 def data_identity(splits: Splits, data_config, sampled_files: int = 16) -> str:
   """A digest of the training data a statistics cache describes: the source and, for a folder, every
   file's path below it with its label plus the bytes of ``sampled_files`` files spread over the list (a
-  moved copy of the same data matches; other data, even under the same file names, does not)."""
+  moved copy of the same data matches; other data, even under the same file names, does not).
+  """
   train = splits.train
-  digest = hashlib.sha256("\n".join([data_config.source, data_config.name, data_config.train_split,
-                                      str(splits.stored_size), type(train).__name__, str(len(train))]).encode())
+  digest = hashlib.sha256(
+      "\n".join(
+          [
+              data_config.source,
+              data_config.name,
+              data_config.train_split,
+              str(splits.stored_size),
+              type(train).__name__,
+              str(len(train)),
+          ]
+      ).encode()
+  )
   if hasattr(train, "files"):
     root = getattr(train, "directory", "")
-    digest.update("\n".join(f"{os.path.relpath(f, root)}\t{label}"
-                            for f, label in zip(train.files, train.labels)).encode())
-    for index in sorted(set(np.linspace(0, len(train.files) - 1, sampled_files).astype(int).tolist())):
+    digest.update(
+        "\n".join(
+            f"{os.path.relpath(f, root)}\t{label}"
+            for f, label in zip(train.files, train.labels)
+        ).encode()
+    )
+    for index in sorted(
+        set(
+            np.linspace(0, len(train.files) - 1, sampled_files)
+            .astype(int)
+            .tolist()
+        )
+    ):
       try:
         with open(train.files[index], "rb") as f:
           digest.update(hashlib.sha256(f.read()).digest())
@@ -48,8 +69,12 @@ def data_identity(splits: Splits, data_config, sampled_files: int = 16) -> str:
   return digest.hexdigest()
 
 
-def training_stats(splits: Splits, cache_path: str | None = None, identity: str | None = None,
-                   keep: bool = False) -> stats_lib.DatasetStats:
+def training_stats(
+    splits: Splits,
+    cache_path: str | None = None,
+    identity: str | None = None,
+    keep: bool = False,
+) -> stats_lib.DatasetStats:
   """The training set's mean image and RGB eigenvectors: shipped with prepared data, else computed once
   (one pass over the training images) and cached at ``cache_path`` under the data's ``identity``.
 
@@ -59,30 +84,43 @@ def training_stats(splits: Splits, cache_path: str | None = None, identity: str 
   if splits.stats_path and os.path.exists(splits.stats_path):
     return stats_lib.DatasetStats.load(splits.stats_path)
   if splits.stats_path:
-    raise ConfigError(f"{splits.stats_path} is missing: re-run python -m alexnet_jax.prepare on this data")
+    raise ConfigError(
+        f"{splits.stats_path} is missing: re-run python -m alexnet_jax.prepare on this data"
+    )
   if cache_path and os.path.exists(cache_path):
-    cached, cached_identity = stats_lib.DatasetStats.load_with_identity(cache_path)
+    cached, cached_identity = stats_lib.DatasetStats.load_with_identity(
+        cache_path
+    )
     # None: written by an older version, which kept no identity; trusted only for the run that wrote it.
     if cached_identity == identity or (cached_identity is None and keep):
       return cached
     if keep:
-      raise ConfigError(f"{cache_path} was computed from other training data than this config's "
-                        f"(data.data_dir, data.train_split or the files changed): the checkpoints were trained "
-                        f"with that data's mean image; use the same data or another --workdir")
-    print(f"alexnet_jax: {cache_path} describes other training data; recomputing it", flush=True)
+      raise ConfigError(
+          f"{cache_path} was computed from other training data than this config's "
+          f"(data.data_dir, data.train_split or the files changed): the checkpoints were trained "
+          f"with that data's mean image; use the same data or another --workdir"
+      )
+    print(
+        f"alexnet_jax: {cache_path} describes other training data; recomputing it",
+        flush=True,
+    )
   computed = stats_lib.compute(splits.train, progress=len(splits.train) > 5000)
   if cache_path:
     try:
       os.makedirs(os.path.dirname(cache_path), exist_ok=True)
       computed.save(cache_path, identity)
     except OSError as error:
-      raise UserError(f"cannot write {cache_path}: {error.strerror or error}") from None
+      raise UserError(
+          f"cannot write {cache_path}: {error.strerror or error}"
+      ) from None
   return computed
 
 
 def local_batch_size(global_batch: int, process_count: int) -> int:
   if global_batch % process_count:
-    raise ConfigError(f"batch_size={global_batch} must divide evenly over {process_count} processes")
+    raise ConfigError(
+        f"batch_size={global_batch} must divide evenly over {process_count} processes"
+    )
   return global_batch // process_count
 
 
@@ -94,9 +132,27 @@ class _GlobalStreamElement(grain.transforms.Map):
   depend only on (seed, pass, record), never on how many processes share the batch.
   """
 
-  def __init__(self, source, order, augment_fn, seed: int, global_batch: int, local_batch: int, shard: int):
-    self.source, self.order, self.augment_fn, self.seed = source, order, augment_fn, seed
-    self.global_batch, self.local_batch, self.shard = global_batch, local_batch, shard
+  def __init__(
+      self,
+      source,
+      order,
+      augment_fn,
+      seed: int,
+      global_batch: int,
+      local_batch: int,
+      shard: int,
+  ):
+    self.source, self.order, self.augment_fn, self.seed = (
+        source,
+        order,
+        augment_fn,
+        seed,
+    )
+    self.global_batch, self.local_batch, self.shard = (
+        global_batch,
+        local_batch,
+        shard,
+    )
 
   def map(self, position: int) -> dict:
     batch, offset = divmod(position, self.local_batch)
@@ -119,21 +175,47 @@ def read_options(num_workers: int) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)
 
 
-def train_iterator(splits: Splits, config, shard_index: int = 0, shard_count: int = 1) -> grain.DatasetIterator:
+def train_iterator(
+    splits: Splits, config, shard_index: int = 0, shard_count: int = 1
+) -> grain.DatasetIterator:
   """Endless augmented training batches, this data shard's slice of each global batch.
 
   ``get_state()``/``set_state()`` resume it at the exact next batch.
   """
   local = local_batch_size(config.batch_size, shard_count)
-  order = grain.MapDataset.range(len(splits.train)).seed(config.seed).shuffle().repeat()  # reshuffled every pass
+  # reshuffled every pass
+  order = (
+      grain.MapDataset.range(len(splits.train))
+      .seed(config.seed)
+      .shuffle()
+      .repeat()
+  )
   lighting = config.data.lighting_std if config.data.pca_lighting else 0.0
-  augment_fn = functools.partial(augment.random_crop_flip, size=config.model.image_size,
-                                 flip=config.data.random_flip, lighting_std=lighting)
-  element = _GlobalStreamElement(splits.train, order, augment_fn, config.seed, config.batch_size, local, shard_index)
-  ds = grain.MapDataset.range(2**62).map(element).batch(local, drop_remainder=True)
+  augment_fn = functools.partial(
+      augment.random_crop_flip,
+      size=config.model.image_size,
+      flip=config.data.random_flip,
+      lighting_std=lighting,
+  )
+  element = _GlobalStreamElement(
+      splits.train,
+      order,
+      augment_fn,
+      config.seed,
+      config.batch_size,
+      local,
+      shard_index,
+  )
+  ds = (
+      grain.MapDataset.range(2**62)
+      .map(element)
+      .batch(local, drop_remainder=True)
+  )
   it = ds.to_iter_dataset(read_options(config.data.num_workers))
   if config.data.num_workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
+    it = it.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=config.data.num_workers)
+    )
   return iter(it)
 
 
@@ -152,9 +234,13 @@ class DeviceBatches(grain.DatasetIterator):
     stateful = isinstance(host, grain.DatasetIterator)
     super().__init__(host if stateful else ())
     self._host, self._stateful, self._size = host, stateful, size
-    self._place = functools.partial(sharding.global_batch, mesh, global_size=global_size)
-    self._ahead = collections.deque()  # (placed batch, host state after pulling it)
-    self._state = None  # host state after the last batch handed out; None: the host's own
+    self._place = functools.partial(
+        sharding.global_batch, mesh, global_size=global_size
+    )
+    # (placed batch, host state after pulling it)
+    self._ahead = collections.deque()
+    # host state after the last batch handed out; None: the host's own
+    self._state = None
 
   def __next__(self) -> dict:
     while len(self._ahead) <= self._size:
@@ -173,7 +259,11 @@ class DeviceBatches(grain.DatasetIterator):
     return batch
 
   def get_state(self) -> dict:
-    return copy.deepcopy(self._state) if self._state is not None else self._host.get_state()
+    return (
+        copy.deepcopy(self._state)
+        if self._state is not None
+        else self._host.get_state()
+    )
 
   def set_state(self, state: dict) -> None:
     self._ahead.clear()  # placed from the old position
@@ -192,11 +282,15 @@ def prefetch(data_config) -> int:
   return data_config.get("prefetch", 2)
 
 
-def device_batches(host, mesh, global_size: int, size: int = 2) -> DeviceBatches:
+def device_batches(
+    host, mesh, global_size: int, size: int = 2
+) -> DeviceBatches:
   """``host``'s local batches (a grain iterator or any iterator of dicts) as global batches on ``mesh``,
   ``size`` placed ahead; ``close`` frees them and closes ``host``."""
   if size < 0:
-    raise ConfigError(f"data.prefetch={size}: the batches placed ahead are 0 or more")
+    raise ConfigError(
+        f"data.prefetch={size}: the batches placed ahead are 0 or more"
+    )
   return DeviceBatches(host, mesh, global_size, size)
 
 
@@ -215,14 +309,24 @@ def close(iterator) -> None:
 def pad_batch(batch: dict, size: int) -> dict:
   """Pads a batch to ``size`` examples with zeros; ``mask`` marks the real, readable ones."""
   n = len(batch[LABEL])
-  padded = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+  padded = {
+      k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
+      for k, v in batch.items()
+  }
   padded[MASK] = (np.arange(size) < n) & padded.pop(VALID).astype(bool)
   padded[PADDING] = np.arange(size) >= n
   return padded
 
 
-def eval_batches(splits: Splits, image_size: int, global_batch: int, views: int = 1,
-                 process_index: int = 0, process_count: int = 1, num_threads: int = 8) -> Iterator[dict]:
+def eval_batches(
+    splits: Splits,
+    image_size: int,
+    global_batch: int,
+    views: int = 1,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_threads: int = 8,
+) -> Iterator[dict]:
   """Eval batches of ``views`` crops per image (1: centre; 10: the paper's test); every eval image exactly
   once over all processes, none dropped.
 
@@ -234,17 +338,25 @@ def eval_batches(splits: Splits, image_size: int, global_batch: int, views: int 
   if process_count > 1:
     ds = ds[process_index::process_count]
   num_batches = math.ceil(math.ceil(len(splits.eval) / process_count) / local)
-  ds = ds.map(functools.partial(augment.eval_views, size=image_size, views=views))
+  ds = ds.map(
+      functools.partial(augment.eval_views, size=image_size, views=views)
+  )
   # Threads decode up to two batches' images ahead (decoding releases the GIL); order is kept.
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * local))
+  ds = ds.to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * local)
+  )
   batches = iter(ds.batch(local, drop_remainder=False))
   for _ in range(num_batches):
     host = next(batches, None)
-    yield pad_batch(host, local) if host is not None else _padding_only(local, image_size, views)
+    yield pad_batch(host, local) if host is not None else _padding_only(
+        local, image_size, views
+    )
 
 
 def _padding_only(size: int, image_size: int, views: int) -> dict:
   """A batch of padding alone: where this process's shard runs out before the others'."""
-  padding = batch_lib.blank(batch_lib.EVAL, size, size=image_size, **batch_lib.eval_dims(views))
+  padding = batch_lib.blank(
+      batch_lib.EVAL, size, size=image_size, **batch_lib.eval_dims(views)
+  )
   padding[PADDING][:] = True
   return padding

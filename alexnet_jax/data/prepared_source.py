@@ -39,7 +39,9 @@ PREPARE_HINT = "python -m alexnet_jax.prepare --tars=DIR_WITH_THE_TWO_ILSVRC2012
 
 
 def prepared_dir(data_dir: str, name: str, size: int) -> str:
-  return os.path.join(os.path.expanduser(data_dir), "alexnet_jax", f"{name}-{size}")
+  return os.path.join(
+      os.path.expanduser(data_dir), "alexnet_jax", f"{name}-{size}"
+  )
 
 
 def load(directory: str, image_size: int) -> Splits:
@@ -48,13 +50,24 @@ def load(directory: str, image_size: int) -> Splits:
     info = json.load(f)
   size = info["size"]
   if size < image_size:
-    raise ConfigError(f"{directory} holds {size}x{size} images, smaller than model.image_size={image_size}")
+    raise ConfigError(
+        f"{directory} holds {size}x{size} images, smaller than model.image_size={image_size}"
+    )
   splits = {}
   for split in ("train", "validation"):
-    paths = sorted(os.path.join(directory, n) for n in os.listdir(directory)
-                   if n.startswith(split + "-") and n.endswith(".array_record"))
+    paths = sorted(
+        os.path.join(directory, n)
+        for n in os.listdir(directory)
+        if n.startswith(split + "-") and n.endswith(".array_record")
+    )
     splits[split] = PreparedSource(paths, size)
   with open(os.path.join(directory, "classes.txt")) as f:
     class_names = tuple(line.strip() for line in f if line.strip())
-  return Splits(splits["train"], splits["validation"], len(class_names), size, class_names,
-                stats_path=os.path.join(directory, "stats.npz"))
+  return Splits(
+      splits["train"],
+      splits["validation"],
+      len(class_names),
+      size,
+      class_names,
+      stats_path=os.path.join(directory, "stats.npz"),
+  )

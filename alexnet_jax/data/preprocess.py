@@ -25,8 +25,14 @@ def constants(stats: DatasetStats, mesh=None, mean_rgb=(), std_rgb=()) -> dict:
   """
   mean_image = stats.mean_image
   if len(mean_rgb):
-    mean_image = np.broadcast_to(np.asarray(mean_rgb, np.float32), mean_image.shape)
-  values = {"mean_image": mean_image, "eigenvalues": stats.eigenvalues, "eigenvectors": stats.eigenvectors}
+    mean_image = np.broadcast_to(
+        np.asarray(mean_rgb, np.float32), mean_image.shape
+    )
+  values = {
+      "mean_image": mean_image,
+      "eigenvalues": stats.eigenvalues,
+      "eigenvectors": stats.eigenvectors,
+  }
   if len(std_rgb):
     values["channel_scale"] = 1.0 / np.asarray(std_rgb, np.float32)
   if mesh is None:
@@ -34,8 +40,13 @@ def constants(stats: DatasetStats, mesh=None, mean_rgb=(), std_rgb=()) -> dict:
   return sharding.on_mesh(mesh, values)
 
 
-def network_input(images: jax.Array, offsets: jax.Array, consts: dict, pixel_scale: float,
-                  alpha: jax.Array | None = None) -> jax.Array:
+def network_input(
+    images: jax.Array,
+    offsets: jax.Array,
+    consts: dict,
+    pixel_scale: float,
+    alpha: jax.Array | None = None,
+) -> jax.Array:
   """images uint8 [B, s, s, 3], crops as cut (unmirrored); offsets int32 [B, 3] (top, left, flipped);
   alpha float32 [B, 3] or None."""
   size = images.shape[1]
@@ -47,16 +58,20 @@ def network_input(images: jax.Array, offsets: jax.Array, consts: dict, pixel_sca
   x = images.astype(jnp.float32) - jax.vmap(mean_window)(offsets)
   x = jnp.where(offsets[:, 2, None, None, None] > 0, x[:, :, ::-1], x)
   if alpha is not None:
-    shift = 255.0 * (alpha * consts["eigenvalues"]) @ consts["eigenvectors"].T  # stats.rgb_shift
+    # stats.rgb_shift
+    shift = 255.0 * (alpha * consts["eigenvalues"]) @ consts["eigenvectors"].T
     x = x + shift[:, None, None, :]
   if "channel_scale" in consts:
     x = x * consts["channel_scale"]
   return x * pixel_scale if pixel_scale != 1.0 else x
 
 
-def views_input(images: jax.Array, offsets: jax.Array, consts: dict, pixel_scale: float) -> jax.Array:
+def views_input(
+    images: jax.Array, offsets: jax.Array, consts: dict, pixel_scale: float
+) -> jax.Array:
   """Evaluation: images uint8 [B, windows, s, s, 3], each window once; offsets int32 [B, views, 3], the
-  windows then (for 10 views) the same windows mirrored (``augment.eval_views``) -> [B * views, s, s, 3]."""
+  windows then (for 10 views) the same windows mirrored (``augment.eval_views``) -> [B * views, s, s, 3].
+  """
   batch, views = offsets.shape[:2]
   images = jnp.tile(images, (1, views // images.shape[1], 1, 1, 1))
   flat = lambda x: x.reshape(batch * views, *x.shape[2:])

@@ -14,9 +14,25 @@ def load(data_config, image_size: int) -> Splits:
     return digits.load(image_size, stored_size=stored)
   if data_config.source == "folder":
     if not data_config.data_dir:
-      raise ConfigError("data.source='folder' needs --config.data.data_dir=DIR (DIR/train/CLASS/IMAGE, DIR/val/...)")
-    return folder_source.load(data_config.data_dir, image_size, data_config.train_split, data_config.eval_split, stored)
+      raise ConfigError(
+          "data.source='folder' needs --config.data.data_dir=DIR (DIR/train/CLASS/IMAGE, DIR/val/...)"
+      )
+    return folder_source.load(
+        data_config.data_dir,
+        image_size,
+        data_config.train_split,
+        data_config.eval_split,
+        stored,
+    )
   if data_config.source == "tfds":
-    return tfds_source.load(data_config.name, data_config.data_dir, image_size, data_config.train_split,
-                       data_config.eval_split, stored)
-  raise ConfigError(f"data.source must be 'tfds', 'folder' or 'digits', got {data_config.source!r}")
+    return tfds_source.load(
+        data_config.name,
+        data_config.data_dir,
+        image_size,
+        data_config.train_split,
+        data_config.eval_split,
+        stored,
+    )
+  raise ConfigError(
+      f"data.source must be 'tfds', 'folder' or 'digits', got {data_config.source!r}"
+  )

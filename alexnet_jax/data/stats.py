@@ -18,17 +18,25 @@ from alexnet_jax.errors import TrainingError
 
 @dataclasses.dataclass
 class DatasetStats:
-  mean_image: np.ndarray   # float32 [S, S, 3], 0..255 units
-  eigenvalues: np.ndarray  # float32 [3], descending, of the RGB covariance on [0, 1] pixels
+  mean_image: np.ndarray  # float32 [S, S, 3], 0..255 units
+  # float32 [3], descending, of the RGB covariance on [0, 1] pixels
+  eigenvalues: np.ndarray
   eigenvectors: np.ndarray  # float32 [3, 3], column i belongs to eigenvalue i
   num_images: int
 
   def save(self, path: str, identity: str | None = None) -> None:
     """``identity``: what data these describe (``input_pipeline.data_identity``), checked when reused."""
-    tmp = path + ".tmp.npz"  # written whole, then renamed: never half a file under the real name
+    # written whole, then renamed: never half a file under the real name
+    tmp = path + ".tmp.npz"
     extra = {} if identity is None else {"identity": np.asarray(identity)}
-    np.savez(tmp, mean_image=self.mean_image, eigenvalues=self.eigenvalues, eigenvectors=self.eigenvectors,
-             num_images=self.num_images, **extra)
+    np.savez(
+        tmp,
+        mean_image=self.mean_image,
+        eigenvalues=self.eigenvalues,
+        eigenvectors=self.eigenvectors,
+        num_images=self.num_images,
+        **extra,
+    )
     os.replace(tmp, path)
 
   @classmethod
@@ -39,7 +47,15 @@ class DatasetStats:
   def load_with_identity(cls, path: str) -> tuple["DatasetStats", str | None]:
     with np.load(path) as f:
       identity = str(f["identity"]) if "identity" in f.files else None
-      return cls(f["mean_image"], f["eigenvalues"], f["eigenvectors"], int(f["num_images"])), identity
+      return (
+          cls(
+              f["mean_image"],
+              f["eigenvalues"],
+              f["eigenvectors"],
+              int(f["num_images"]),
+          ),
+          identity,
+      )
 
 
 class StatsAccumulator:
@@ -69,7 +85,11 @@ class StatsAccumulator:
   def merge(self, other: "StatsAccumulator") -> "StatsAccumulator":
     """Adds another accumulator's sums (parallel workers each accumulate a part)."""
     if other.count:
-      self.image_sum = other.image_sum if self.image_sum is None else self.image_sum + other.image_sum
+      self.image_sum = (
+          other.image_sum
+          if self.image_sum is None
+          else self.image_sum + other.image_sum
+      )
       self.rgb_sum += other.rgb_sum
       self.rgb_outer += other.rgb_outer
       self.count += other.count
@@ -80,12 +100,17 @@ class StatsAccumulator:
     if not self.count:
       raise ValueError("no images to compute statistics from")
     mean_rgb = self.rgb_sum / self.pixel_count
-    covariance = self.rgb_outer / self.pixel_count - np.outer(mean_rgb, mean_rgb)
+    covariance = self.rgb_outer / self.pixel_count - np.outer(
+        mean_rgb, mean_rgb
+    )
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1]
-    return DatasetStats((self.image_sum / self.count).astype(np.float32),
-                        eigenvalues[order].astype(np.float32), eigenvectors[:, order].astype(np.float32),
-                        self.count)
+    return DatasetStats(
+        (self.image_sum / self.count).astype(np.float32),
+        eigenvalues[order].astype(np.float32),
+        eigenvectors[:, order].astype(np.float32),
+        self.count,
+    )
 
 
 def compute(source, progress: bool = False) -> DatasetStats:
@@ -93,13 +118,17 @@ def compute(source, progress: bool = False) -> DatasetStats:
   accumulator = StatsAccumulator()
   indices = range(len(source))
   if progress:
-    indices = tqdm(indices, desc="training-set statistics", unit="img", mininterval=2.0)
+    indices = tqdm(
+        indices, desc="training-set statistics", unit="img", mininterval=2.0
+    )
   for i in indices:
     record = source[i]
     if record.get("valid", True):
       accumulator.add(record["image"])
   if not accumulator.count:
-    raise TrainingError(f"none of the {len(source):,} training images could be read (see the warnings above)")
+    raise TrainingError(
+        f"none of the {len(source):,} training images could be read (see the warnings above)"
+    )
   return accumulator.result()
 
 

@@ -27,17 +27,31 @@ class TfdsSource(DecodingSource):
     image = np.asarray(record["image"])
     if image.ndim == 2 or image.shape[-1] == 1:
       image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
-    return {"image": images.resize_short_side_and_center_crop(image, self.size),
-            "label": np.int32(record["label"]), "valid": True}
+    return {
+        "image": images.resize_short_side_and_center_crop(image, self.size),
+        "label": np.int32(record["label"]),
+        "valid": True,
+    }
 
 
-def load(name: str, data_dir: str, image_size: int, train_split: str, eval_split: str,
-                stored_size: int = 0) -> Splits:
+def load(
+    name: str,
+    data_dir: str,
+    image_size: int,
+    train_split: str,
+    eval_split: str,
+    stored_size: int = 0,
+) -> Splits:
   """A TFDS dataset: the prepared SxS copy if there is one, else the TFDS ArrayRecord files as they are."""
-  import tensorflow_datasets as tfds  # here: ~1 s of imports (more beside TensorFlow) only TFDS users pay
+  # here: ~1 s of imports (more beside TensorFlow) only TFDS users pay
+  import tensorflow_datasets as tfds
 
   size = stored_size_for(image_size, stored_size)
-  root = os.path.expanduser(data_dir) if data_dir else os.path.expanduser(tfds.core.constants.DATA_DIR)
+  root = (
+      os.path.expanduser(data_dir)
+      if data_dir
+      else os.path.expanduser(tfds.core.constants.DATA_DIR)
+  )
   ready = prepared_source.prepared_dir(root, name, size)
   if os.path.exists(os.path.join(ready, "info.json")):
     return prepared_source.load(ready, image_size)
@@ -47,11 +61,25 @@ def load(name: str, data_dir: str, image_size: int, train_split: str, eval_split
       raise FileNotFoundError
     train = tfds.data_source(name, split=train_split, data_dir=root)
     evaluation = tfds.data_source(name, split=eval_split, data_dir=root)
-  except (FileNotFoundError, tfds.core.registered.DatasetNotFoundError, AssertionError):
+  except (
+      FileNotFoundError,
+      tfds.core.registered.DatasetNotFoundError,
+      AssertionError,
+  ):
     if name == "imagenet2012":  # prepare's --size defaults to the paper's 256
-      hint = prepared_source.PREPARE_HINT.format(data_dir=root) + ("" if size == 256 else f" --size={size}")
+      hint = prepared_source.PREPARE_HINT.format(data_dir=root) + (
+          "" if size == 256 else f" --size={size}"
+      )
     else:
       hint = f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{root}').download_and_prepare()\""
-    raise ConfigError(f"TFDS dataset '{name}' is not prepared in {root} (nor {ready}); prepare it with: {hint}") from None
+    raise ConfigError(
+        f"TFDS dataset '{name}' is not prepared in {root} (nor {ready}); prepare it with: {hint}"
+    ) from None
   class_names = tuple(builder.info.features["label"].names)
-  return Splits(TfdsSource(train, size), TfdsSource(evaluation, size), len(class_names), size, class_names)
+  return Splits(
+      TfdsSource(train, size),
+      TfdsSource(evaluation, size),
+      len(class_names),
+      size,
+      class_names,
+  )

@@ -23,14 +23,21 @@ def options(platform: str | None = None) -> dict[str, str]:
   """The compile options for ``platform`` (default: JAX's default backend) that this jaxlib accepts."""
   platform = platform or jax.default_backend()
   user_flags = os.environ.get("XLA_FLAGS", "")
-  wanted = {k: v for k, v in PLATFORM_OPTIONS.get(platform, {}).items() if k not in user_flags}
+  wanted = {
+      k: v
+      for k, v in PLATFORM_OPTIONS.get(platform, {}).items()
+      if k not in user_flags
+  }
   if not wanted or platform != jax.default_backend():
     return wanted
   try:
     jax.jit(lambda x: x + 1, compiler_options=wanted)(jnp.zeros(()))
-  except Exception as e:  # a jaxlib that renamed or dropped the option: run with its defaults
-    print(f"alexnet_jax: XLA options {sorted(wanted)} not accepted ({str(e).splitlines()[0]}); using XLA's defaults",
-          file=sys.stderr)
+  # a jaxlib that renamed or dropped the option: run with its defaults
+  except Exception as e:
+    print(
+        f"alexnet_jax: XLA options {sorted(wanted)} not accepted ({str(e).splitlines()[0]}); using XLA's defaults",
+        file=sys.stderr,
+    )
     return {}
   return wanted
 

@@ -16,7 +16,8 @@ import sys
 
 TUNABLE = "glibc.malloc.hugetlb"
 THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
-RESTARTED = "ALEXNET_JAX_RESTARTED_FOR_HUGE_PAGES"  # set in the restarted process: never restart twice
+# set in the restarted process: never restart twice
+RESTARTED = "ALEXNET_JAX_RESTARTED_FOR_HUGE_PAGES"
 
 
 def _glibc_version() -> tuple[int, ...] | None:
@@ -24,7 +25,11 @@ def _glibc_version() -> tuple[int, ...] | None:
     name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # "glibc 2.36"
   except (AttributeError, ValueError, OSError):
     return None  # not glibc (macOS, musl)
-  return tuple(int(part) for part in version.split(".")[:2]) if name == "glibc" else None
+  return (
+      tuple(int(part) for part in version.split(".")[:2])
+      if name == "glibc"
+      else None
+  )
 
 
 def _transparent_huge_pages_mode() -> str | None:
@@ -34,13 +39,17 @@ def _transparent_huge_pages_mode() -> str | None:
       text = f.read()
   except OSError:
     return None
-  return text[text.index("[") + 1:text.index("]")] if "[" in text else None
+  return text[text.index("[") + 1 : text.index("]")] if "[" in text else None
 
 
 def huge_page_malloc_possible() -> bool:
   """glibc knows the tunable and the kernel honours madvise(MADV_HUGEPAGE)."""
   version = _glibc_version()
-  return version is not None and version >= (2, 35) and _transparent_huge_pages_mode() in ("always", "madvise")
+  return (
+      version is not None
+      and version >= (2, 35)
+      and _transparent_huge_pages_mode() in ("always", "madvise")
+  )
 
 
 def _settings(tunables: str) -> list[str]:
@@ -49,7 +58,14 @@ def _settings(tunables: str) -> list[str]:
 
 
 def _value(tunables: str, name: str) -> str | None:
-  return next((entry.partition("=")[2] for entry in _settings(tunables) if entry.partition("=")[0] == name), None)
+  return next(
+      (
+          entry.partition("=")[2]
+          for entry in _settings(tunables)
+          if entry.partition("=")[0] == name
+      ),
+      None,
+  )
 
 
 def tunables_with_huge_pages(current: str) -> str | None:
@@ -61,16 +77,28 @@ def tunables_with_huge_pages(current: str) -> str | None:
 
 def huge_page_malloc_enabled() -> bool:
   """Whether this process started with glibc's huge-page malloc on (reported by the benchmark)."""
-  return huge_page_malloc_possible() and _value(os.environ.get("GLIBC_TUNABLES", ""), TUNABLE) not in (None, "", "0")
+  return huge_page_malloc_possible() and _value(
+      os.environ.get("GLIBC_TUNABLES", ""), TUNABLE
+  ) not in (None, "", "0")
 
 
 def restart_with_huge_page_malloc() -> None:
   """Replaces this process by itself with the tunable set, when that is possible and not yet done.
-  Call it first thing in a command-line entry point: nothing before it runs twice."""
+  Call it first thing in a command-line entry point: nothing before it runs twice.
+  """
   tunables = tunables_with_huge_pages(os.environ.get("GLIBC_TUNABLES", ""))
-  if (tunables is None or os.environ.get(RESTARTED) or not huge_page_malloc_possible() or not sys.executable
-      or not getattr(sys, "orig_argv", None)):
+  if (
+      tunables is None
+      or os.environ.get(RESTARTED)
+      or not huge_page_malloc_possible()
+      or not sys.executable
+      or not getattr(sys, "orig_argv", None)
+  ):
     return
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, sys.orig_argv, {**os.environ, "GLIBC_TUNABLES": tunables, RESTARTED: "1"})
+  os.execve(
+      sys.executable,
+      sys.orig_argv,
+      {**os.environ, "GLIBC_TUNABLES": tunables, RESTARTED: "1"},
+  )

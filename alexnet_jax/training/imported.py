@@ -21,22 +21,43 @@ def save_imported(weights: str, workdir: str) -> str:
   source = pretrained.source_of(weights)
   if source not in pretrained.CONFIG_OF_SOURCE:
     raise UserError(f"{weights} is already a checkpoint directory")
-  if run_record.history_files(workdir):  # another run's record would describe other weights
-    raise UserError(f"{workdir} already holds a run ({', '.join(run_record.history_files(workdir))}); "
-                    f"use an empty --workdir")
+  # another run's record would describe other weights
+  if run_record.history_files(workdir):
+    raise UserError(
+        f"{workdir} already holds a run ({', '.join(run_record.history_files(workdir))}); "
+        f"use an empty --workdir"
+    )
   # Written from one device; a checkpoint restores onto any mesh.
-  model = convert.from_torchvision(weights) if source == "torchvision" else convert.from_caffe_npy(weights)
+  model = (
+      convert.from_torchvision(weights)
+      if source == "torchvision"
+      else convert.from_caffe_npy(weights)
+  )
   config = config_files.load(pretrained.CONFIG_OF_SOURCE[source])
-  config.model.num_classes = model.spec.num_classes  # a fine-tuned export may have other classes
+  # a fine-tuned export may have other classes
+  config.model.num_classes = model.spec.num_classes
   tx, _ = optim.make_optimizer(config.optimizer, 1, 1)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     if ckpt.latest_step() is not None:
-      raise UserError(f"{ckpt.directory} already holds checkpoints; use an empty --workdir")
-    ckpt.save(0, initial_state(model, tx), None,
-              {"step": 0, "plateau": None, "source": source, "num_classes": model.spec.num_classes})
+      raise UserError(
+          f"{ckpt.directory} already holds checkpoints; use an empty --workdir"
+      )
+    ckpt.save(
+        0,
+        initial_state(model, tx),
+        None,
+        {
+            "step": 0,
+            "plateau": None,
+            "source": source,
+            "num_classes": model.spec.num_classes,
+        },
+    )
   finally:
     ckpt.close()
   # After the checkpoint: a record never describes weights that are not there.
-  run_record.record_config(workdir, config, {"source": source, "weights": os.path.abspath(weights)})
+  run_record.record_config(
+      workdir, config, {"source": source, "weights": os.path.abspath(weights)}
+  )
   return pretrained.CONFIG_OF_SOURCE[source]

@@ -17,15 +17,20 @@ from alexnet_jax.errors import listed
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Per-example softmax cross-entropy (the paper's multinomial logistic regression objective)."""
-  return -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), labels[:, None], axis=-1)[:, 0]
+  return -jnp.take_along_axis(
+      jax.nn.log_softmax(logits.astype(jnp.float32)), labels[:, None], axis=-1
+  )[:, 0]
 
 
 def top_k_wrong(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   """1.0 where the label is not among the k highest logits (ties count against the label), and wherever
-  an example's scores are not all finite: a comparison with NaN is always false, which would count it right."""
+  an example's scores are not all finite: a comparison with NaN is always false, which would count it right.
+  """
   label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
   outranked = jnp.sum(logits >= label_logit, axis=-1) > k
-  return (outranked | ~jnp.all(jnp.isfinite(logits), axis=-1)).astype(jnp.float32)
+  return (outranked | ~jnp.all(jnp.isfinite(logits), axis=-1)).astype(
+      jnp.float32
+  )
 
 
 class MetricWriter:
@@ -65,24 +70,42 @@ def _parse(line: str) -> dict | None:
     record = json.loads(line)
   except ValueError:
     return None
-  return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+  return (
+      record
+      if isinstance(record, dict) and isinstance(record.get("step"), int)
+      else None
+  )
 
 
 def _drop_lines_after(path: str, step: int) -> None:
   """A run resumed at ``step`` redoes the steps after it: drop their old lines so none appear twice, and
-  lines that are not records (a kill mid-write leaves half a line), which are named in a warning."""
+  lines that are not records (a kill mid-write leaves half a line), which are named in a warning.
+  """
   if not os.path.exists(path):
     return
   with open(path) as f:
     raw = f.readlines()
-  lines = [line if line.endswith("\n") else line + "\n" for line in raw if line.strip()]
+  lines = [
+      line if line.endswith("\n") else line + "\n"
+      for line in raw
+      if line.strip()
+  ]
   parsed = [_parse(line) for line in lines]
   garbled = [i + 1 for i, record in enumerate(parsed) if record is None]
-  kept = [line for line, record in zip(lines, parsed) if record is not None and record["step"] <= step]
+  kept = [
+      line
+      for line, record in zip(lines, parsed)
+      if record is not None and record["step"] <= step
+  ]
   if garbled:
-    print(f"alexnet_jax: warning: dropped {len(garbled)} unreadable line(s) of {path} (line "
-          f"{listed(garbled, 3)})", file=sys.stderr, flush=True)
-  if kept != raw:  # also ends a last line that lacks its newline before anything is appended to it
+    print(
+        f"alexnet_jax: warning: dropped {len(garbled)} unreadable line(s) of {path} (line "
+        f"{listed(garbled, 3)})",
+        file=sys.stderr,
+        flush=True,
+    )
+  # also ends a last line that lacks its newline before anything is appended to it
+  if kept != raw:
     with open(path + ".tmp", "w") as f:
       f.writelines(kept)
     os.replace(path + ".tmp", path)

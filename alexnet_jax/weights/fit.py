@@ -12,19 +12,30 @@ from alexnet_jax.model import AlexNetSpec
 
 
 def _layer_shapes(params: dict) -> dict:
-  return {name: (tuple(np.shape(p["kernel"])), tuple(np.shape(p["bias"])))
-          for name, p in params.items() if "kernel" in p}
+  return {
+      name: (tuple(np.shape(p["kernel"])), tuple(np.shape(p["bias"])))
+      for name, p in params.items()
+      if "kernel" in p
+  }
 
 
 def mismatch(spec: AlexNetSpec, params: dict) -> str | None:
   """None when ``params`` holds exactly ``spec``'s layers, kernels and biases of its shapes (each with the
-  leading tower axis) and its batch-norm layers; else the differences, in a few words."""
+  leading tower axis) and its batch-norm layers; else the differences, in a few words.
+  """
   want, got = spec.param_shapes(), _layer_shapes(params)
-  differ = [f"{name} {got.get(name, 'absent')} there, {want.get(name, 'absent')} here"
-            for name in sorted(set(want) | set(got)) if want.get(name) != got.get(name)]
-  norms_want, norms_got = set(spec.norm_shapes()), {name for name, p in params.items() if "scale" in p}
+  differ = [
+      f"{name} {got.get(name, 'absent')} there, {want.get(name, 'absent')} here"
+      for name in sorted(set(want) | set(got))
+      if want.get(name) != got.get(name)
+  ]
+  norms_want, norms_got = set(spec.norm_shapes()), {
+      name for name, p in params.items() if "scale" in p
+  }
   if norms_want != norms_got:
-    differ.append(f"batch-norm layers {sorted(norms_got) or 'none'} there, {sorted(norms_want) or 'none'} here")
+    differ.append(
+        f"batch-norm layers {sorted(norms_got) or 'none'} there, {sorted(norms_want) or 'none'} here"
+    )
   return "; ".join(differ[:2]) if differ else None
 
 

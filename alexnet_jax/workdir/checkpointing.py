@@ -27,8 +27,10 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             cleanup_tmp_directories=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
+        ),
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -56,23 +58,43 @@ class Checkpointer:
     self._manager.reload()  # the manager caches its list of steps
     return target
 
-  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator | None, meta: dict) -> bool:
+  def save(
+      self,
+      step: int,
+      state: Any,
+      data_iterator: grain.DatasetIterator | None,
+      meta: dict,
+  ) -> bool:
     """Saves unless ``step`` is already saved. Arrays are copied off the device before this returns,
     so the caller may donate ``state`` to the next step right away. ``data_iterator=None``: no input
-    position (imported weights), so a run started from the checkpoint begins its data afresh."""
+    position (imported weights), so a run started from the checkpoint begins its data afresh.
+    """
     if self.latest_step() is not None and step <= self.latest_step():
       return False
-    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    items = {
+        "state": ocp.args.StandardSave(state),
+        "meta": ocp.args.JsonSave(meta),
+    }
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     return self._manager.save(step, args=ocp.args.Composite(**items))
 
-  def restore(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator | None = None
-              ) -> tuple[Any, dict]:
+  def restore(
+      self,
+      step: int,
+      abstract_state: Any,
+      data_iterator: grain.DatasetIterator | None = None,
+  ) -> tuple[Any, dict]:
     """The state saved at ``step``, placed like ``abstract_state`` (a tree of ShapeDtypeStructs with
-    shardings); ``data_iterator``, if given, is moved to the saved position in place."""
-    items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
-    if data_iterator is not None and os.path.isdir(os.path.join(self.directory, str(step), "data")):
+    shardings); ``data_iterator``, if given, is moved to the saved position in place.
+    """
+    items = {
+        "state": ocp.args.StandardRestore(abstract_state),
+        "meta": ocp.args.JsonRestore(),
+    }
+    if data_iterator is not None and os.path.isdir(
+        os.path.join(self.directory, str(step), "data")
+    ):
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     _drop_late_tensorstore_callbacks()
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
@@ -95,7 +117,11 @@ def _checkpoint_dir(directory: str) -> str:
 def saved_steps(directory: str) -> list[int]:
   """The complete checkpoints' steps in a work directory (or its ``checkpoints/``), oldest first."""
   directory = _checkpoint_dir(directory)
-  return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
+  return (
+      sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+      if os.path.isdir(directory)
+      else []
+  )
 
 
 def has_checkpoints(workdir: str) -> bool:
@@ -106,38 +132,58 @@ def step_path(directory: str, step: int) -> str:
   return os.path.join(os.path.abspath(_checkpoint_dir(directory)), str(step))
 
 
-def read_params(directory: str, step: int | None = None) -> tuple[dict, dict, dict]:
+def read_params(
+    directory: str, step: int | None = None
+) -> tuple[dict, dict, dict]:
   """``(params, batch_stats, meta)`` of the latest checkpoint in ``directory`` (a work directory or its
   ``checkpoints/``), or of ``step``, as numpy arrays, whatever the mesh it was saved from: for evaluation,
-  prediction, figures and fine-tuning, which need the weights but not the optimizer."""
+  prediction, figures and fine-tuning, which need the weights but not the optimizer.
+  """
   steps = saved_steps(directory)
   directory = _checkpoint_dir(directory)
   if not steps:
     raise UserError(f"no checkpoint in {directory}")
   if step is not None and step not in steps:
-    raise UserError(f"no checkpoint of step {step} in {directory} (there: step {', '.join(map(str, steps))})")
+    raise UserError(
+        f"no checkpoint of step {step} in {directory} (there: step {', '.join(map(str, steps))})"
+    )
   if step is not None:
     steps = [s for s in steps if s <= step]
   path = os.path.join(os.path.abspath(directory), str(steps[-1]))
   try:
     tree = _stored_state_tree(path)
-    wanted = {key: tree[key] for key in ("params", "batch_stats") if key in tree}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    wanted = {
+        key: tree[key] for key in ("params", "batch_stats") if key in tree
+    }
+    restore_args = jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted
+    )
     with ocp.PyTreeCheckpointer() as checkpointer:
-      state = checkpointer.restore(os.path.join(path, "state"), args=ocp.args.PyTreeRestore(
-          item=wanted, restore_args=restore_args, partial_restore=True))
+      state = checkpointer.restore(
+          os.path.join(path, "state"),
+          args=ocp.args.PyTreeRestore(
+              item=wanted, restore_args=restore_args, partial_restore=True
+          ),
+      )
     with open(os.path.join(path, "meta", "metadata")) as f:
       meta = json.load(f)
-  except Exception as error:  # a damaged checkpoint fails in orbax, tensorstore or json, each its own way
-    older = (f"older checkpoints there: step {', '.join(map(str, steps[:-1]))} (move {path} aside to use them)"
-             if len(steps) > 1 else "no older checkpoint there")
-    raise UserError(f"checkpoint {path} cannot be read ({first_line(error)}); {older}") from None
+  # a damaged checkpoint fails in orbax, tensorstore or json, each its own way
+  except Exception as error:
+    older = (
+        f"older checkpoints there: step {', '.join(map(str, steps[:-1]))} (move {path} aside to use them)"
+        if len(steps) > 1
+        else "no older checkpoint there"
+    )
+    raise UserError(
+        f"checkpoint {path} cannot be read ({first_line(error)}); {older}"
+    ) from None
   return state["params"], state.get("batch_stats", {}), meta
 
 
 def _stored_state_tree(path: str) -> dict:
   """The metadata tree (shapes, dtypes) of the train state saved in checkpoint directory ``path``. Asks the
-  handler itself: orbax's Checkpointer.metadata turns a damaged checkpoint's error into None."""
+  handler itself: orbax's Checkpointer.metadata turns a damaged checkpoint's error into None.
+  """
   _drop_late_tensorstore_callbacks()
   handler = ocp.PyTreeCheckpointHandler()
   try:
@@ -150,29 +196,47 @@ def _drop_late_tensorstore_callbacks() -> None:
   """After a failed read, tensorstore still completes the read's other futures, and each one's callback
   finds orbax's event loop closed, or orbax's reading coroutines are dropped with the error still in
   them: Python would print a traceback per array. Only those are dropped (set before reading: some
-  arrive before the read's error does); the read's own error is reported by its caller."""
+  arrive before the read's error does); the read's own error is reported by its caller.
+  """
   previous = sys.unraisablehook
   if getattr(previous, "drops_late_tensorstore_callbacks", False):
     return
 
   def from_orbax_read(unraisable) -> bool:
-    code = getattr(unraisable.object, "cr_code", None)  # a coroutine's code object
-    return code is not None and "orbax" in code.co_filename and code.co_name.startswith("_read")
+    # a coroutine's code object
+    code = getattr(unraisable.object, "cr_code", None)
+    return (
+        code is not None
+        and "orbax" in code.co_filename
+        and code.co_name.startswith("_read")
+    )
 
   def hook(unraisable):
-    closed_loop = isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+    closed_loop = (
+        isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == "Event loop is closed"
+    )
     if not (closed_loop or from_orbax_read(unraisable)):
       previous(unraisable)
+
   hook.drops_late_tensorstore_callbacks = True
   sys.unraisablehook = hook
 
 
 def tree_shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
   """``{path: shape}`` of a tree's arrays, the path as plain names: comparable between a live state (whose
-  optimizer states are named tuples) and orbax's metadata of it (where they became dicts)."""
+  optimizer states are named tuples) and orbax's metadata of it (where they became dicts).
+  """
+
   def name(key) -> str:
-    return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
-  return {tuple(map(name, path)): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return str(
+        getattr(key, "key", getattr(key, "idx", getattr(key, "name", key)))
+    )
+
+  return {
+      tuple(map(name, path)): tuple(leaf.shape)
+      for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def first_line(error: BaseException) -> str:
@@ -182,11 +246,19 @@ def first_line(error: BaseException) -> str:
   while error.__cause__ is not None:
     error = error.__cause__
   lines = str(error).strip().splitlines()
-  line = lines[0].split(" [tensorstore_spec")[0].split(" See full TensorStore details")[0] if lines else \
-      type(error).__name__
+  line = (
+      lines[0]
+      .split(" [tensorstore_spec")[0]
+      .split(" See full TensorStore details")[0]
+      if lines
+      else type(error).__name__
+  )
   return line if len(line) <= 300 else line[:297] + "..."
 
 
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs carrying each array's sharding: the target a restore fills in."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      tree,
+  )
