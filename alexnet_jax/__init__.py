@@ -1,8 +1,10 @@
 """alexnet_jax: the reference JAX/Flax reproduction of AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012).
 
-Modules, in the order data flows: ``sources`` (``images``) -> ``augment`` -> ``input_pipeline`` -> ``sharding``
--> ``preprocess`` -> ``model`` (``layers``) -> ``optim`` -> ``train`` (``metrics``, ``checkpointing``).
-CLIs: ``main``, ``summary``, ``prepare``, ``benchmark``, ``predict``, ``visualize``, ``pretrained``.
+The network at the top (``model``, ``spec``, ``layers``, ``sharding``), one folder per role below it:
+``data`` (a file on disk to a placed device batch), ``training`` (the loop and its parts), ``weights``
+(other frameworks' weights, the predictor), ``workdir`` (checkpoints and the run record), ``platform``
+(per-platform speed settings). Commands: ``python -m alexnet_jax.NAME`` for main, summary, prepare,
+benchmark, predict, visualize and pretrained.
 """
 
 __version__ = "0.1.0"

@@ -86,7 +86,8 @@ def main(argv):
   if FLAGS.step is not None and FLAGS.mode != "eval":
     raise app.UsageError("--step goes with --mode=eval")
   # after the huge-page restart (cli.run)
-  from alexnet_jax.training import run_record, train
+  from alexnet_jax.training import train
+  from alexnet_jax.workdir import run_record
 
   # A run's own config when none is given (a given one is checked against it).
   config = (
