@@ -5,6 +5,7 @@ import sys
 import traceback
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from alexnet_jax import config_files
 from alexnet_jax.errors import UserError
@@ -125,6 +126,27 @@ def _check_config_loaded() -> None:
     raise SystemExit(
         f"alexnet_jax: cannot load --config={flags.FLAGS['config'].config_filename}: {cause}"
     ) from None
+
+
+def define_weights_flags() -> None:
+  """``--config``, ``--checkpoint`` and ``--weights``: the flags of the tools that read a network's weights
+  (predict, visualize)."""
+  config_flags.DEFINE_config_file(
+      "config",
+      None,
+      "Config of the network (default: the work directory's run.json, or configs/torchvision.py or "
+      "configs/caffe.py for --weights); checked against the run.",
+  )
+  flags.DEFINE_string(
+      "checkpoint",
+      None,
+      "A work directory (or its checkpoints/) of this project.",
+  )
+  flags.DEFINE_string(
+      "weights",
+      None,
+      "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.",
+  )
 
 
 def run(main, huge_pages: bool = False) -> None:

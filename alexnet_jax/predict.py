@@ -14,7 +14,6 @@ import sys
 
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 
 from alexnet_jax import cli
 from alexnet_jax.errors import UserError
@@ -73,22 +72,7 @@ def main(argv):
 
 if __name__ == "__main__":
   # Defined here, not on import: predict and visualize are also imported side by side (tests).
-  config_flags.DEFINE_config_file(
-      "config",
-      None,
-      "Config of the network (default: the work directory's run.json, or "
-      "configs/torchvision.py or configs/caffe.py for --weights); checked against the run.",
-  )
-  flags.DEFINE_string(
-      "checkpoint",
-      None,
-      "A work directory (or its checkpoints/) of this project.",
-  )
-  flags.DEFINE_string(
-      "weights",
-      None,
-      "Imported weights: torchvision's .pth or Caffe's bvlc_alexnet.npy.",
-  )
+  cli.define_weights_flags()
   flags.DEFINE_enum(
       "source",
       None,
