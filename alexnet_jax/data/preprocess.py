@@ -1,7 +1,7 @@
 """The device half of the input pipeline, inside the jitted steps: uint8 crops -> network input.
 
 ``x = (mirror?(crop - mean_image[same window]) + lighting) / std_rgb * pixel_scale``: the paper's mean
-image subtraction (§2), horizontal reflection and PCA lighting (§4.1, ``stats.rgb_shift``) as one fused pass
+image subtraction (§2), horizontal reflection and PCA lighting (§4.1) as one fused pass
 (``std_rgb``, in 0..255 units, only for imported weights that expect it; the paper divides by nothing).
 The arrays are a placed batch's (``batch.TRAIN`` and ``batch.EVAL`` give their keys, shapes and dtypes).
 """
@@ -58,7 +58,7 @@ def network_input(
   x = images.astype(jnp.float32) - jax.vmap(mean_window)(offsets)
   x = jnp.where(offsets[:, 2, None, None, None] > 0, x[:, :, ::-1], x)
   if alpha is not None:
-    # stats.rgb_shift
+    # §4.1: [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T, the statistics' [0, 1] units scaled to 0..255
     shift = 255.0 * (alpha * consts["eigenvalues"]) @ consts["eigenvectors"].T
     x = x + shift[:, None, None, :]
   if "channel_scale" in consts:

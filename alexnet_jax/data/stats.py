@@ -2,7 +2,7 @@
 
 - the mean image (subtracted from every input);
 - the 3x3 covariance of RGB pixel values and its eigenvalues/eigenvectors (PCA lighting). The covariance
-  is taken on pixel values scaled to [0, 1]; ``rgb_shift`` turns it back into 0..255 units.
+  is taken on pixel values scaled to [0, 1]; the lighting (``preprocess``) turns it back into 0..255 units.
 """
 
 from __future__ import annotations
@@ -130,8 +130,3 @@ def compute(source, progress: bool = False) -> DatasetStats:
         f"none of the {len(source):,} training images could be read (see the warnings above)"
     )
   return accumulator.result()
-
-
-def rgb_shift(alphas: np.ndarray, stats: DatasetStats) -> np.ndarray:
-  """Paper §4.1: ``[p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T`` per image, in 0..255 pixel units. alphas: [..., 3]."""
-  return 255.0 * (alphas * stats.eigenvalues) @ stats.eigenvectors.T
