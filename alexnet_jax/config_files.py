@@ -116,6 +116,10 @@ def validate(config, num_devices: int) -> None:
         f"dead_network_steps={config.dead_network_steps} must be >= 0 (0: never stop a dead network)"
     )
   # orbax would keep none: every save deleted at once
+  if config.get("profile_steps", 0) < 0:
+    raise ConfigError(
+        f"profile_steps={config.profile_steps} must be >= 0 (0: no profile)"
+    )
   if config.checkpoints_to_keep < 1:
     raise ConfigError(
         f"checkpoints_to_keep={config.checkpoints_to_keep} must be at least 1"

@@ -24,9 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = -1
   config.checkpoint_every_steps = 2000
   config.checkpoints_to_keep = 3
-  # not in the paper: stop when a layer's units stay zero for every image
-  config.dead_network_steps = 100
+  # not in the paper: stop when a layer's units stay zero for every image for
   # this many steps (a collapsed net; README); 0: train on regardless
+  config.dead_network_steps = 100
+  # not in the paper: a profiler trace of this many steps after the first log
+  # interval, into the work directory (README, Performance); 0: none
+  config.profile_steps = 0
   # fine-tuning: a checkpoint dir, torchvision .pth or Caffe .npy to start from
   config.init_from = ""
 

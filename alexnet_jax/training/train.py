@@ -14,7 +14,7 @@ from tqdm import tqdm
 from alexnet_jax import config_files
 from alexnet_jax.data import input_pipeline
 from alexnet_jax.errors import TrainingError
-from alexnet_jax.training import experiment, guards, metrics, optim, steps
+from alexnet_jax.training import experiment, guards, metrics, optim, profiling, steps
 from alexnet_jax.workdir import checkpointing, run_record
 from alexnet_jax.training.experiment import Experiment
 from alexnet_jax.weights import fit
@@ -170,6 +170,9 @@ def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
       exp.num_steps, start_step, is_main and start_step < exp.num_steps
   )
   say = progress.write if is_main else (lambda message: None)
+  trace = profiling.StepTrace(
+      workdir, start_step + log_every, config.get("profile_steps", 0), say
+  )
   pending, last_eval, tick, tick_step = [], {}, time.perf_counter(), start_step
   finished = start_step >= exp.num_steps
   eval_at = {}  # step -> its evaluation, recorded in that step's checkpoint
@@ -211,9 +214,11 @@ def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
 
   try:
     for step in range(start_step + 1, exp.num_steps + 1):
+      trace.before(step)
       exp.state, step_metrics = train_step(
           exp.state, next(train_iter), dropout_key, exp.consts
       )
+      trace.after(step, exp.state)
       pending.append(step_metrics)
       progress.update(1)
 
@@ -274,6 +279,7 @@ def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
         )
         break
   finally:
+    trace.stop(step, exp.state)
     progress.close()
     preemption.restore()
     try:
