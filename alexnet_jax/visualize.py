@@ -57,6 +57,29 @@ def filter_grid(
   return Image.fromarray(canvas)
 
 
+def colour_fractions(kernel: np.ndarray) -> np.ndarray:
+  """conv1 kernels ``[T, kh, kw, 3, C]`` -> ``[T, C]``: the share of each kernel's energy that is colour,
+  ``||w - grey(w)||^2 / ||w||^2`` with ``grey(w)`` each pixel's mean over R, G, B. 0: a grey (colour-
+  agnostic) kernel; 2/3: one channel alone; 1: colours opposed (red against green) with no grey at all.
+  Figure 3's reading, measured: the paper's GPU 1 kernels "largely colour-agnostic", GPU 2's "largely
+  colour-specific"."""
+  w = kernel.astype(np.float64)
+  chroma = w - w.mean(axis=3, keepdims=True)
+  energy = np.square(w).sum(axis=(1, 2, 3))
+  return np.square(chroma).sum(axis=(1, 2, 3)) / np.maximum(energy, 1e-30)
+
+
+def describe_colour(fractions: np.ndarray) -> list[str]:
+  """One line per tower: the median colour share, and how many kernels are mostly grey (share under 1/3).
+  Unstructured kernels (R, G, B drawn apart, as at initialisation) sit near 2/3.
+  """
+  return [
+      f"tower {t + 1}: median colour share {np.median(f):.2f} (random kernels: 0.67); "
+      f"{int(np.sum(f < 1 / 3))} of {len(f)} kernels mostly grey (share < 1/3)"
+      for t, f in enumerate(fractions)
+  ]
+
+
 # ----------------------------------------------------------------------------- Figure 4
 
 
@@ -187,6 +210,8 @@ def main(argv):
       raise UserError(f"filters takes no image files, got {argv[2:]}")
     kernel = np.asarray(predictor.model.params()["conv1"]["kernel"])
     figure = filter_grid(kernel, scale=FLAGS.scale)
+    for line in describe_colour(colour_fractions(kernel)):
+      print(line)
   else:
     figure, _ = neighbours_figure(
         predictor,

@@ -94,6 +94,30 @@ def test_predict_uses_the_training_preprocessing(tiny_run, tmp_path):
     )
 
 
+def test_colour_share_of_grey_single_channel_and_opponent_kernels():
+  # Hand-computed: a grey kernel (R = G = B) has no colour; red alone, w = (x, 0, 0), leaves
+  # (2x/3, -x/3, -x/3) after the grey mean: (4 + 1 + 1) / 9 = 2/3 of its energy; red against green,
+  # (x, -x, 0), has mean 0 and is all colour.
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(11, 11))
+  grey = np.stack([x, x, x], axis=-1)
+  red = np.stack([x, 0 * x, 0 * x], axis=-1)
+  opponent = np.stack([x, -x, 0 * x], axis=-1)
+  kernel = np.stack(
+      [np.stack([grey, grey, red], -1), np.stack([red, opponent, opponent], -1)]
+  )  # [towers=2, 11, 11, 3, 3 kernels]
+  np.testing.assert_allclose(
+      visualize.colour_fractions(kernel),
+      [[0, 0, 2 / 3], [2 / 3, 1, 1]],
+      atol=1e-12,
+  )
+  lines = visualize.describe_colour(visualize.colour_fractions(kernel))
+  assert lines == [
+      "tower 1: median colour share 0.00 (random kernels: 0.67); 2 of 3 kernels mostly grey (share < 1/3)",
+      "tower 2: median colour share 1.00 (random kernels: 0.67); 0 of 3 kernels mostly grey (share < 1/3)",
+  ]
+
+
 def test_filter_grid_puts_each_tower_in_its_own_block():
   kernel = (
       np.random.default_rng(0)
