@@ -87,6 +87,43 @@ def parameter_health(params) -> dict:
   }
 
 
+def view_log_probs(
+    spec: AlexNetSpec,
+    mesh,
+    pixel_scale: float,
+    params,
+    batch: dict,
+    consts: dict,
+    batch_stats: dict | None = None,
+) -> jax.Array:
+  """[B, C]: the log of each image's mean softmax over its ``views`` crops (§4.1); traced inside a jit."""
+  batch_size, views = batch[OFFSET].shape[:2]
+  images = preprocess.views_input(
+      batch[IMAGE], batch[OFFSET], consts, pixel_scale
+  )
+  logits = model_lib.apply(spec, mesh, params, images, batch_stats=batch_stats)
+  # log of the views' mean softmax, computed stably; for one view it is just log_softmax(logits).
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(
+      batch_size, views, -1
+  )
+  return jax.nn.logsumexp(log_probs, axis=1) - jnp.log(views)
+
+
+def make_log_probs_step(
+    spec: AlexNetSpec, mesh, pixel_scale: float
+) -> Callable:
+  """``(params, batch, consts, batch_stats=None) -> [B, C]`` per-image log mean softmax, jitted (ensembles)."""
+
+  def log_probs_step(
+      params, batch: dict, consts: dict, batch_stats: dict | None = None
+  ):
+    return view_log_probs(
+        spec, mesh, pixel_scale, params, batch, consts, batch_stats
+    )
+
+  return compiler.jit(log_probs_step)
+
+
 def make_eval_step(spec: AlexNetSpec, mesh, pixel_scale: float) -> Callable:
   """``(params, batch, consts, batch_stats=None) -> sums`` of loss and top-1/top-5 mistakes over the batch's real images.
 
@@ -97,18 +134,9 @@ def make_eval_step(spec: AlexNetSpec, mesh, pixel_scale: float) -> Callable:
   def eval_step(
       params, batch: dict, consts: dict, batch_stats: dict | None = None
   ):
-    batch_size, views = batch[OFFSET].shape[:2]
-    images = preprocess.views_input(
-        batch[IMAGE], batch[OFFSET], consts, pixel_scale
+    scores = view_log_probs(
+        spec, mesh, pixel_scale, params, batch, consts, batch_stats
     )
-    logits = model_lib.apply(
-        spec, mesh, params, images, batch_stats=batch_stats
-    )
-    # log of the views' mean softmax, computed stably; for one view it is just log_softmax(logits).
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(
-        batch_size, views, -1
-    )
-    scores = jax.nn.logsumexp(log_probs, axis=1) - jnp.log(views)
     mask = batch[MASK].astype(jnp.float32)
     return {
         "loss": jnp.sum(metrics.cross_entropy(scores, batch[LABEL]) * mask),
