@@ -2,10 +2,13 @@
 
     python -m alexnet_jax.visualize filters --checkpoint=DIR --out=filters.png
     python -m alexnet_jax.visualize neighbours --checkpoint=DIR --out=neighbours.png [IMAGE...]
+    python -m alexnet_jax.visualize predictions --checkpoint=DIR --out=predictions.png [IMAGE...]
 
 ``filters``: conv1's kernels, one block per tower (Figure 3: the paper's GPU 1 learned mostly
 colour-agnostic kernels, GPU 2 mostly colour-specific ones). ``neighbours``: for each query image, the
-training images whose last hidden layer (fc7, 4096 units) is nearest in Euclidean distance (Figure 4).
+training images whose last hidden layer (fc7, 4096 units) is nearest in Euclidean distance (Figure 4,
+right). ``predictions``: each image with its five most probable classes as bars, the correct one red
+(Figure 4, left).
 Queries are the given image files, or ``--queries`` images of the eval split. ``--config`` is optional as
 for ``alexnet_jax.predict``: a work directory's ``run.json`` or imported weights' source says it.
 """
@@ -175,6 +178,73 @@ def neighbours_figure(
   return figure, order
 
 
+# ----------------------------------------------------------------------------- Figure 4, left
+
+BAR_WIDTH, BAR_HEIGHT, LABEL_WIDTH = 120, 12, 110
+CORRECT, OTHER = (200, 0, 0), (70, 110, 200)
+
+
+def prediction_panels(
+    pictures: list[np.ndarray],
+    probabilities: np.ndarray,
+    class_names: list[str],
+    labels: list[int | None],
+    top: int = 5,
+    columns: int = 4,
+) -> Image.Image:
+  """Figure 4 (left): each picture with its ``top`` most probable classes as bars below it, the length of
+  a bar its probability, the correct class's bar red (when it is among them and the label is known);
+  ``columns`` panels a row, as the paper's two rows of four.
+  """
+  size = pictures[0].shape[0]
+  width = max(size, LABEL_WIDTH + BAR_WIDTH) + 2 * GAP
+  height = size + GAP + top * (BAR_HEIGHT + GAP) + GAP
+  across = min(columns, len(pictures))
+  rows = -(-len(pictures) // across)
+  canvas = Image.new(
+      "RGB",
+      (across * (width + TOWER_GAP), rows * (height + TOWER_GAP)),
+      BACKGROUND,
+  )
+  draw = ImageDraw.Draw(canvas)
+  for i, (picture, p, label) in enumerate(zip(pictures, probabilities, labels)):
+    left = (i % across) * (width + TOWER_GAP)
+    base = (i // across) * (height + TOWER_GAP)
+    canvas.paste(
+        Image.fromarray(picture), (left + (width - size) // 2, base + GAP)
+    )
+    for rank, c in enumerate(np.argsort(-p, kind="stable")[:top]):
+      y = base + size + 2 * GAP + rank * (BAR_HEIGHT + GAP)
+      draw.text((left + GAP, y), class_names[c][:18], fill=(0, 0, 0))
+      length = int(round(float(p[c]) * BAR_WIDTH))
+      x = left + GAP + LABEL_WIDTH
+      if length:
+        colour = CORRECT if c == label else OTHER
+        draw.rectangle([x, y, x + length - 1, y + BAR_HEIGHT - 1], fill=colour)
+  return canvas
+
+
+def predictions_figure(predictor, config, paths: list[str], queries: int):
+  """The given image files (no label), or the first ``queries`` eval images (their labels)."""
+  if paths:
+    stored = [predictor.read_image(p) for p in paths]
+    labels = [None] * len(stored)
+  else:
+    splits = sources.load(config.data, predictor.model.spec.image_size)
+    records = [splits.eval[i] for i in range(min(queries, len(splits.eval)))]
+    stored, labels = [r["image"] for r in records], [
+        int(r["label"]) for r in records
+    ]
+  probabilities = predictor.probabilities(np.stack(stored))
+  size = predictor.model.spec.image_size
+  return prediction_panels(
+      [_centre(s, size) for s in stored],
+      probabilities,
+      predictor.class_names,
+      labels,
+  )
+
+
 def output_path(out: str) -> str:
   """``--out`` as the file to write: ``.png`` added when it has no extension; one PIL cannot write is
   refused here, before the checkpoint is loaded, rather than by PIL's traceback at the end.
@@ -194,9 +264,9 @@ def output_path(out: str) -> str:
 
 
 def main(argv):
-  if len(argv) < 2 or argv[1] not in ("filters", "neighbours"):
+  if len(argv) < 2 or argv[1] not in ("filters", "neighbours", "predictions"):
     raise SystemExit(
-        "alexnet_jax: usage: python -m alexnet_jax.visualize filters|neighbours "
+        "alexnet_jax: usage: python -m alexnet_jax.visualize filters|neighbours|predictions "
         "--checkpoint=DIR|--weights=FILE [--config=...] --out=FILE.png [IMAGE...]"
     )
   if (FLAGS.checkpoint is None) == (FLAGS.weights is None):
@@ -212,6 +282,13 @@ def main(argv):
     figure = filter_grid(kernel, scale=FLAGS.scale)
     for line in describe_colour(colour_fractions(kernel)):
       print(line)
+  elif argv[1] == "predictions":
+    figure = predictions_figure(
+        predictor,
+        predictor.config,
+        argv[2:],
+        FLAGS.queries if FLAGS["queries"].present else 8,
+    )
   else:
     figure, _ = neighbours_figure(
         predictor,
@@ -238,7 +315,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer(
       "queries",
       5,
-      "neighbours: eval images to use as queries when no IMAGE is given.",
+      "neighbours, predictions: eval images shown when no IMAGE is given (default 5; predictions: 8).",
       lower_bound=1,
   )
   flags.DEFINE_integer(

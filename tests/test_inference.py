@@ -118,6 +118,33 @@ def test_colour_share_of_grey_single_channel_and_opponent_kernels():
   ]
 
 
+def test_prediction_panels_draw_the_top_five_as_bars_with_the_correct_one_red():
+  # Figure 4 (left). Probabilities 0.5, 0.25, 0.125, ...: bars of 60, 30, 15, 8 and 4 pixels
+  # (x BAR_WIDTH = 120, rounded); the label is the second most probable class, so its bar is red.
+  p = np.array([0.0, 0.25, 0.5, 0.0625, 0.125, 0.03125, 0.03125])
+  picture = np.zeros((20, 20, 3), np.uint8)
+  names = [f"c{i}" for i in range(7)]
+  image = np.asarray(
+      visualize.prediction_panels([picture], p[None], names, [1])
+  )
+  red = np.all(image == visualize.CORRECT, axis=-1)
+  blue = np.all(image == visualize.OTHER, axis=-1)
+  bar_rows = [
+      20 + 2 * visualize.GAP + rank * (visualize.BAR_HEIGHT + visualize.GAP)
+      for rank in range(5)
+  ]
+  lengths = [int(red[y].sum() + blue[y].sum()) for y in bar_rows]
+  assert lengths == [60, 30, 15, 8, 4]
+  assert [int(red[y].sum()) for y in bar_rows] == [0, 30, 0, 0, 0]
+  assert red.sum() == 30 * visualize.BAR_HEIGHT
+  # Eight panels: the paper's two rows of four.
+  eight = visualize.prediction_panels(
+      [picture] * 8, np.tile(p, (8, 1)), names, [1] * 8
+  )
+  one_height = image.shape[0]
+  assert eight.size == (4 * image.shape[1], 2 * one_height)
+
+
 def test_filter_grid_puts_each_tower_in_its_own_block():
   kernel = (
       np.random.default_rng(0)
