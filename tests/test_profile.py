@@ -50,5 +50,5 @@ def test_profile_steps_0_traces_nothing(tmp_path):
   for step in range(1, 6):
     trace.before(step)
     trace.after(step, None)
-  trace.stop(5, None)
+  trace.stop(None)
   assert not os.listdir(tmp_path) and not said

@@ -17,6 +17,9 @@ class StepTrace:
   def __init__(self, workdir: str, first: int, count: int, say):
     self.workdir, self.first, self.last = workdir, first, first + count
     self.count, self.say, self.active = count, say, False
+    self.step = (
+        first  # the last step run (a step that raised leaves the one before)
+    )
 
   def before(self, step: int) -> None:
     if self.count and step == self.first + 1:
@@ -24,13 +27,16 @@ class StepTrace:
       self.active, self.started = True, step
 
   def after(self, step: int, state) -> None:
+    self.step = step
     if self.active and step == self.last:
-      self.stop(step, state)
+      self.stop(state)
 
-  def stop(self, step: int, state) -> None:
-    """Ends the trace once the steps it covers have run (a run may end inside the window)."""
+  def stop(self, state) -> None:
+    """Ends the trace once the steps it covers have run (a run may end inside the window, or train
+    no step at all)."""
     if not self.active:
       return
+    step = self.step
     jax.block_until_ready(state)
     jax.profiler.stop_trace()
     self.active = False

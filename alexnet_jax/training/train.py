@@ -279,7 +279,7 @@ def _train_locked(config, workdir: str, is_main: bool) -> dict[str, float]:
         )
         break
   finally:
-    trace.stop(step, exp.state)
+    trace.stop(exp.state)
     progress.close()
     preemption.restore()
     try:
