@@ -9,8 +9,8 @@ from alexnet_jax.training import profiling, train
 
 
 def _step_calls(trace_file: str) -> int:
-  """Calls of the jitted train step in a trace: each call is recorded as two nested events (the Python
-  dispatch and the runtime's), which start within a fraction of the call's duration of each other.
+  """Calls of the jitted train step in a trace: each call is recorded as nested events (the Python
+  dispatch and the runtime's) on one thread, so a call is an event that starts after the last call ended.
   """
   with gzip.open(trace_file) as f:
     events = json.load(f)["traceEvents"]
@@ -19,10 +19,10 @@ def _step_calls(trace_file: str) -> int:
       for e in events
       if e.get("name") == "PjitFunction(train_step)" and e.get("ph") == "X"
   )
-  count, last_start = 0, None
+  count, end = 0, float("-inf")
   for start, duration in calls:
-    if last_start is None or start > last_start + duration / 2:
-      count, last_start = count + 1, start
+    if start >= end:
+      count, end = count + 1, start + duration
   return count
 
 
