@@ -112,7 +112,7 @@ def view_log_probs(
 def make_log_probs_step(
     spec: AlexNetSpec, mesh, pixel_scale: float
 ) -> Callable:
-  """``(params, batch, consts, batch_stats=None) -> [B, C]`` per-image log mean softmax, jitted (ensembles)."""
+  """``(params, batch, consts, batch_stats=None) -> [B, C]`` per-image log mean softmax, jitted."""
 
   def log_probs_step(
       params, batch: dict, consts: dict, batch_stats: dict | None = None
