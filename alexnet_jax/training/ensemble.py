@@ -201,7 +201,10 @@ def evaluate_ensemble(
 
 def _print_table(result: dict, split: str, out) -> None:
   width = max(len("ensemble"), *(len(r["path"]) for r in result["members"]))
-  print(f"{'member':<{width}}  step   views  top-1    top-5", file=out)
+  print(
+      f"{'member':<{width}}  {'step':<6} {'views':<6} {'top-1':>7}  {'top-5':>7}",
+      file=out,
+  )
   for r in result["members"]:
     print(
         f"{r['path']:<{width}}  {r['step']:<6} {r['views']:<6} {r['top1_error']:7.2%}  "
