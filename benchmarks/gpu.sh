@@ -6,9 +6,8 @@
 # prints a row with an "error" field, and the script goes on. Made to finish within 8 minutes on one
 # H100/H200 (BUDGET seconds for all rows; a row that would start too late is written as skipped).
 #
-# On the device machine (the device tool; see /work/.library/device/README.md), from the checkout
-# the session was started in, once this script is in it (the tool sends that checkout, whatever the
-# helper's worktree), after `bash benchmarks/gpu_wheels.sh` here put the missing wheels in .whl/:
+# On a lent GPU machine (the device tool sends the working tree; see its README), after
+# `bash benchmarks/gpu_wheels.sh` here put the missing wheels in .whl/:
 #
 #   run(command="bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=600)
 #

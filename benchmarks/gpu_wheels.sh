@@ -5,11 +5,11 @@
 #
 # The GPU machine's image already has jax 0.11.2 (CUDA 13), jaxlib, flax, optax, orbax-checkpoint,
 # chex, etils, absl-py, numpy, pillow, protobuf, PyYAML, cloudpickle, tqdm, torch and torchvision
-# (/work/.library/device/KINDS.md). Missing there, and needed by `python -m alexnet_jax.benchmark`
+# (the device tool's notes on the machine). Missing there, and needed by `python -m alexnet_jax.benchmark`
 # and `python -m alexnet_jax.main`: grain (with array-record and portpicker), ml_collections,
 # simplejpeg (the JPEG decoder of the end-to-end row) and tensorboardX. tensorflow-datasets is not
 # needed (imported only for data.source='tfds'). Versions: the ones this project's CI resolves
-# (docs: /work/shared/STACK-NOTES.md). About 5 MB in all; the device tool carries at most 64 MiB.
+# (the project's stack notes). About 5 MB in all; the device tool carries at most 64 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=(

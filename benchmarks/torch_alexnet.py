@@ -26,9 +26,9 @@ import json
 import time
 
 try:
-  from alexnet_jax.platform import host_memory
+  from alexnet_jax.platform import cpu_info, host_memory
 except ImportError:  # alexnet_jax not importable: glibc's defaults
-  host_memory = None
+  cpu_info = host_memory = None
 if host_memory is not None and __name__ == "__main__":
   # before importing torch, so that happens once
   host_memory.restart_with_huge_page_malloc()
@@ -232,6 +232,7 @@ def main():
               "loss": float(loss.detach()),
               "parameters": sum(p.numel() for p in model.parameters()),
               "device": name,
+              "cpu": cpu_info.describe() if cpu_info else None,
               "torch": torch.__version__,
               "huge_page_malloc": bool(
                   host_memory and host_memory.huge_page_malloc_enabled()

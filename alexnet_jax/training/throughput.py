@@ -22,7 +22,7 @@ from alexnet_jax.data import dataset, images, input_pipeline, prepared_source, p
 from alexnet_jax.data import stats as stats_lib
 from alexnet_jax.data.batch import ALPHA, IMAGE, LABEL, MASK, OFFSET, VALID
 from alexnet_jax.model import AlexNet, AlexNetSpec
-from alexnet_jax.platform import host_memory
+from alexnet_jax.platform import cpu_info, host_memory
 from alexnet_jax.training import optim
 
 # `steps` is a step count here
@@ -160,6 +160,7 @@ def input_benchmark(config, synthetic: int, batches: int, workers: int) -> dict:
       "device_preprocess_images_per_sec": device,
       "batch_size": config.batch_size,
       "origin": origin,
+      "cpu": cpu_info.describe(),
   }
   print(json.dumps(result))
   return result
@@ -304,9 +305,16 @@ def step_benchmark(config, steps: int, repeats: int, synthetic: int) -> dict:
       "train_gflop_per_image": flops_per_step / n / 1e9,
       "mfu": mfu,
       "huge_page_malloc": host_memory.huge_page_malloc_enabled(),
+      "cpu": cpu_info.describe(),
   }
+  cpu = result["cpu"]
+  on_cpu = (
+      f" ({cpu['model']}, {' '.join(cpu['features']) or 'no AVX2'})"
+      if device.platform == "cpu"
+      else ""
+  )
   print(
-      f"AlexNet benchmark: {device.device_kind} x{mesh.size}, mesh {dict(mesh.shape)}, batch {n}, {spec.dtype}, "
+      f"AlexNet benchmark: {device.device_kind}{on_cpu} x{mesh.size}, mesh {dict(mesh.shape)}, batch {n}, {spec.dtype}, "
       f"{spec.towers} tower(s), LRN {'on' if spec.lrn else 'off'}"
   )
   print(f"  compile (train step)   {compile_seconds:10.1f} s")
