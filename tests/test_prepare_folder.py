@@ -163,6 +163,24 @@ def test_the_ilsvrc2010_config_evaluates_on_the_test_split(prepared):
     sources.load(config.data, 64)
 
 
+def test_the_tree_read_as_it_is_evaluates_on_its_test_folder(tree, tmp_path):
+  root, _ = tree
+  config = load_config("ilsvrc2010")
+  config.data.update(source="folder", data_dir=str(root), eval_split="test")
+  splits = sources.load(config.data, 64)
+  assert (len(splits.train), len(splits.eval)) == (
+      13,
+      2,
+  )  # the corrupt file is listed, skipped when read
+  # a tree without test/ is refused, never evaluated on val/ in its place
+  for split in ("train", "val"):
+    os.makedirs(tmp_path / split / "cat")
+    Image.new("RGB", (8, 8)).save(tmp_path / split / "cat" / "1.png")
+  config.data.data_dir = str(tmp_path)
+  with pytest.raises(ConfigError, match="no directory named 'test'$"):
+    sources.load(config.data, 64)
+
+
 def test_an_unreadable_file_is_skipped_and_named(tmp_path):
   (tmp_path / "ok.png").write_bytes(b"")  # empty: not an image
   records = imagenet._read_files(
