@@ -149,6 +149,51 @@ def define_weights_flags() -> None:
   )
 
 
+def define_distributed_flags() -> None:
+  """``--coordinator_address``, ``--num_processes``, ``--process_id``: several processes (a GPU cluster),
+  for :func:`initialize_distributed`."""
+  flags.DEFINE_string(
+      "coordinator_address",
+      None,
+      "HOST:PORT of process 0, for multi-process runs.",
+  )
+  flags.DEFINE_integer(
+      "num_processes", None, "Number of processes in a multi-process run."
+  )
+  flags.DEFINE_integer(
+      "process_id", None, "This process's index in a multi-process run."
+  )
+
+
+def _cluster_detected() -> bool:
+  """A multi-host TPU slice or a SLURM job of several tasks: jax.distributed finds the peers itself."""
+  slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
+  tpu_hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return slurm_tasks > 1 or "," in tpu_hosts
+
+
+def initialize_distributed() -> None:
+  import jax  # after the huge-page restart (cli.run)
+
+  explicit = [
+      flags.FLAGS.coordinator_address,
+      flags.FLAGS.num_processes,
+      flags.FLAGS.process_id,
+  ]
+  if any(v is not None for v in explicit):
+    if any(v is None for v in explicit):
+      raise app.UsageError(
+          "--coordinator_address, --num_processes and --process_id go together"
+      )
+    jax.distributed.initialize(
+        coordinator_address=flags.FLAGS.coordinator_address,
+        num_processes=flags.FLAGS.num_processes,
+        process_id=flags.FLAGS.process_id,
+    )
+  elif _cluster_detected():
+    jax.distributed.initialize()
+
+
 def run(main, huge_pages: bool = False) -> None:
   """``app.run(main)``, where a ``UserError`` from ``main`` ends in one line, and Ctrl-C anywhere in
   ``alexnet_jax: interrupted`` with the shell's status for SIGINT (130). ``huge_pages``: for tools that

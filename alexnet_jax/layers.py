@@ -53,17 +53,18 @@ def _lrn(x, size, k, alpha, beta):
 
 
 def _lrn_forward(x, size, k, alpha, beta):
-  x32 = x.astype(jnp.float32)
-  s = k + alpha * _window_sum(jnp.square(x32), size)
-  scale = _inverse_power(s, beta)
-  return (x32 * scale).astype(x.dtype), (x32, s, scale)
+  # Only the input is kept for the backward pass, in its own dtype (bfloat16 where the network computes
+  # in it); s and s^-beta are recomputed there from it, the same values in the same float32 arithmetic.
+  return _lrn(x, size, k, alpha, beta), x
 
 
-def _lrn_backward(size, k, alpha, beta, saved, g):
+def _lrn_backward(size, k, alpha, beta, x, g):
   # b_i = x_i s_i^-beta, s_i = k + alpha sum_{j in W(i)} x_j^2, and j in W(i) <=> i in W(j), so
   # dL/dx_i = g_i s_i^-beta - 2 alpha beta x_i sum_{j in W(i)} g_j x_j s_j^(-beta-1).
   # Written out, the backward pass reuses s^-beta instead of differentiating a power (two passes fewer).
-  x32, s, scale = saved
+  x32 = x.astype(jnp.float32)
+  s = k + alpha * _window_sum(jnp.square(x32), size)
+  scale = _inverse_power(s, beta)
   g32 = g.astype(jnp.float32)
   spread = _window_sum(g32 * x32 * scale / s, size)
   return ((g32 * scale - 2.0 * alpha * beta * x32 * spread).astype(g.dtype),)

@@ -6,8 +6,6 @@ one; ``--mode=eval`` evaluates the latest checkpoint. Several processes (a GPU c
 under SLURM, where JAX finds them itself.
 """
 
-import os
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -37,43 +35,8 @@ flags.DEFINE_integer(
     None,
     "--mode=eval: the checkpoint of this step (default: the latest).",
 )
-flags.DEFINE_string(
-    "coordinator_address",
-    None,
-    "HOST:PORT of process 0, for multi-process runs.",
-)
-flags.DEFINE_integer(
-    "num_processes", None, "Number of processes in a multi-process run."
-)
-flags.DEFINE_integer(
-    "process_id", None, "This process's index in a multi-process run."
-)
+cli.define_distributed_flags()
 flags.mark_flags_as_required(["workdir"])
-
-
-def _cluster_detected() -> bool:
-  """A multi-host TPU slice or a SLURM job of several tasks: jax.distributed finds the peers itself."""
-  slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
-  tpu_hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-  return slurm_tasks > 1 or "," in tpu_hosts
-
-
-def initialize_distributed() -> None:
-  import jax  # after the huge-page restart (cli.run)
-
-  explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
-  if any(v is not None for v in explicit):
-    if any(v is None for v in explicit):
-      raise app.UsageError(
-          "--coordinator_address, --num_processes and --process_id go together"
-      )
-    jax.distributed.initialize(
-        coordinator_address=FLAGS.coordinator_address,
-        num_processes=FLAGS.num_processes,
-        process_id=FLAGS.process_id,
-    )
-  elif _cluster_detected():
-    jax.distributed.initialize()
 
 
 def main(argv):
@@ -95,7 +58,7 @@ def main(argv):
       if FLAGS.config is not None
       else run_record.recorded_config(FLAGS.workdir)
   )
-  initialize_distributed()
+  cli.initialize_distributed()
   if FLAGS.mode == "eval":
     train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step)
   else:

@@ -3,6 +3,7 @@
 import jax
 import jax.test_util  # noqa: F401  (check_grads)
 import jax.numpy as jnp
+from jax.ad_checkpoint import print_saved_residuals
 import numpy as np
 import pytest
 from jax import lax
@@ -229,3 +230,16 @@ def test_lrn_hand_written_gradient_equals_autodiff_of_the_formula(beta):
       rtol=1e-4,
       atol=1e-5 * np.abs(want).max(),
   )
+
+
+def test_lrn_keeps_only_its_input_for_the_backward_pass(capsys):
+  # Memory traffic, not numbers: the backward pass recomputes s and s^-beta from the input, so what a
+  # training step stores per LRN layer is that input in the compute dtype (here bfloat16), not three
+  # float32 arrays of its size.
+  loss = lambda x: layers.local_response_norm(
+      x, size=5, k=2.0, alpha=1e-4, beta=0.75
+  ).sum()
+  print_saved_residuals(loss, jnp.ones((2, 5, 5, 8), jnp.bfloat16))
+  assert capsys.readouterr().out.splitlines() == [
+      "bf16[2,5,5,8] from the argument x"
+  ]

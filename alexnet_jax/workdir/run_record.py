@@ -24,6 +24,7 @@ import jax
 import ml_collections
 
 from alexnet_jax.errors import ConfigError, UserError
+from alexnet_jax.platform import cpu_info
 
 RECORD = "run.json"
 LOCK = ".lock"
@@ -239,6 +240,7 @@ def environment(mesh) -> dict:
           timespec="seconds"
       ),
       "host": socket.gethostname(),
+      "cpu": cpu_info.describe(),
       "versions": _versions(),
       "git_commit": _git_commit(),
       "devices": {
