@@ -6,6 +6,9 @@ The paper trained on two GPUs, each holding half of every layer's kernels (its F
            └─ conv1 ─ LRN ─ pool ─ conv2 ─ LRN ─ pool ═╩═ conv3 ─ conv4 ─ conv5 ─ pool ═╩═ fc6 ═╩═ fc7 ═╩═ fc8 ═╩═
       (GPU 1 above, GPU 2 below;  ═╬═ : the GPUs exchange maps — conv3, fc6, fc7, fc8 read both towers)
 
+Table 2's "1 CNN*" (``model.extra_conv``) adds a sixth conv layer over pool5 in each tower, reading its
+own tower's maps, between pool5 and the exchange before fc6.
+
 Here a tower is a slice of a leading parameter axis ``[towers, ...]`` that is sharded over the mesh axis
 ``model``. The forward pass is written for one device's share (``_device_forward``) and run under
 ``jax.shard_map``: each device computes its local towers on its slice of the batch and ``all_gather``s
@@ -32,13 +35,13 @@ from alexnet_jax.errors import ConfigError
 from alexnet_jax.sharding import Exchange
 
 # AlexNetSpec and the layer table, imported from here too.
-from alexnet_jax.spec import ACTIVATION_NAMES, ACTIVATIONS, CONV_LAYERS, DENSE_LAYERS
-from alexnet_jax.spec import AlexNetSpec, norm_name
+from alexnet_jax.spec import ACTIVATIONS, CONV_LAYERS, DENSE_LAYERS
+from alexnet_jax.spec import EXTRA_CONV, AlexNetSpec, norm_name
 
 # Running statistics: short runs need a short memory (flax's default is 0.99).
 BATCH_NORM_MOMENTUM = 0.9
 BATCH_NORM_EPSILON = 1e-5
-_CONV = {layer.name: layer for layer in CONV_LAYERS}
+_CONV = {layer.name: layer for layer in CONV_LAYERS + (EXTRA_CONV,)}
 
 
 def _device_forward(
@@ -59,17 +62,21 @@ def _device_forward(
   conv4 = net.conv("conv4", conv3)  # own tower's
   conv5 = net.conv("conv5", conv4)  # own tower's
   pool5 = net.pool(conv5)
-  fc6 = net.dropout("fc6", net.dense("fc6", net.all_towers(pool5)))
+  # Table 2's CNN*: a sixth conv layer over pool5, own tower's
+  conv6 = net.conv("conv6", pool5) if spec.extra_conv else None
+  top = pool5 if conv6 is None else conv6
+  fc6 = net.dropout("fc6", net.dense("fc6", net.all_towers(top)))
   fc7 = net.dropout("fc7", net.dense("fc7", net.all_towers(fc6)))
   fc8 = net.dense("fc8", net.all_towers(fc7), activation=False)
   logits = net.all_towers(fc8).astype(jnp.float32)  # softmax reads all units
   if spec.fc8_padding:  # cut before anything reads them: padding is no class
     logits = logits[:, : spec.num_classes]
   activations = {}
-  if capture:  # by ACTIVATION_NAMES, in its order
+  if capture:  # by spec.activation_names(), in its order
     maps = [conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5]
+    maps += [] if conv6 is None else [conv6]
     outputs = [jnp.concatenate(m, axis=-1) for m in maps] + [fc6, fc7, fc8]
-    activations = dict(zip(ACTIVATION_NAMES, outputs, strict=True))
+    activations = dict(zip(spec.activation_names(), outputs, strict=True))
   return logits, activations, net.stats
 
 
@@ -206,7 +213,7 @@ def _forward(
   acts_spec = {}
   if capture:
     maps = exchange.spec(sharding.DATA, None, None, sharding.MODEL)
-    acts_spec = {name: maps for name in ACTIVATION_NAMES}
+    acts_spec = {name: maps for name in spec.activation_names()}
     acts_spec |= {layer.name: units for layer in DENSE_LAYERS}
   share = functools.partial(
       _device_forward, spec, towers_here, capture, train, exchange
@@ -297,7 +304,7 @@ class AlexNet(nnx.Module):
     self.mesh = mesh or sharding.context_mesh() or sharding.default_mesh()
     sharding.check_towers(spec.towers, self.mesh.shape[sharding.MODEL])
     self.deterministic = False
-    biases = {l.name: l.bias for l in CONV_LAYERS + DENSE_LAYERS}
+    biases = {l.name: l.bias for l in spec.conv_layers + DENSE_LAYERS}
     # Drawn straight into their shards (every process, every device makes
     # only its own part); with JAX's partitionable threefry the values do not
     # depend on the placement.
@@ -313,7 +320,7 @@ class AlexNet(nnx.Module):
     zero_padding = placed(lambda a, real: jnp.where(real, a, 0.0))
     for name, (kernel_shape, bias_shape) in spec.param_shapes().items():
       # Paper §5: weights from N(0, 0.01), biases 1 in conv2, conv4, conv5,
-      # fc6, fc7 and 0 elsewhere.
+      # fc6, fc7 and 0 elsewhere (CNN*'s conv6: 1, as its kin conv4, conv5).
       std, bias = spec.init_std, biases[name]
       if spec.init != "paper":
         std, bias = np.sqrt(2.0 / np.prod(kernel_shape[1:-1])), 0.0
@@ -359,7 +366,7 @@ class AlexNet(nnx.Module):
     )[:n]
 
   def activations(self, images) -> dict[str, jax.Array]:
-    """Inference-mode outputs by ``ACTIVATION_NAMES``: each conv after its ReLU (and LRN), each pooling,
+    """Inference-mode outputs by ``spec.activation_names()``: each conv after its ReLU (and LRN), each pooling,
     fc6/fc7 after ReLU, fc8 the logits. Conv maps keep the towers' channels tower by tower.
     """
     placed, n = self._place(images)

@@ -13,6 +13,12 @@ TFDS's imagenet2012 (sorted synsets; validation labels from TFDS's file), so res
 does the same from a TFDS dataset that is already built (e.g. with ``tfds build imagenet2012``, which needs
 TensorFlow: ``pip install -e ".[imagenet]"``); any TFDS image-classification dataset works.
 
+    python -m alexnet_jax.prepare --folder=DIR --name=ilsvrc2010 --data_dir=~/tensorflow_datasets
+
+does the same from any ImageNet-style tree (ILSVRC-2010, the Fall 2011 release): ``DIR/train/CLASS/IMAGE``,
+``DIR/val/CLASS/IMAGE`` and, if there is one, ``DIR/test/CLASS/IMAGE``, into ``DATA_DIR/alexnet_jax/NAME-256/``,
+read back with ``--config.data.name=NAME``. Labels: the sorted class directory names of train/.
+
 Re-running skips finished files; an interrupted run leaves only ``*.tmp`` files, which are redone. The
 directory is usable once ``info.json`` exists: it is written last.
 """
@@ -36,6 +42,16 @@ flags.DEFINE_string(
     "Instead of tars: the name of a built TFDS dataset to convert.",
 )
 flags.DEFINE_string(
+    "folder",
+    None,
+    "Instead of tars: an ImageNet-style tree DIR/train/CLASS/IMAGE, DIR/val/CLASS/IMAGE (and DIR/test/...).",
+)
+flags.DEFINE_string(
+    "name",
+    None,
+    "With --folder: the prepared dataset's name (data.name); default: the folder's own name.",
+)
+flags.DEFINE_string(
     "data_dir",
     "~/tensorflow_datasets",
     "Where the prepared data goes (TFDS's data_dir).",
@@ -51,9 +67,22 @@ flags.DEFINE_integer(
 
 def main(argv):
   del argv
-  if bool(FLAGS.tars) == bool(FLAGS.from_tfds):
-    raise app.UsageError("give exactly one of --tars=DIR and --from_tfds=NAME")
-  if FLAGS.tars:
+  if sum(map(bool, (FLAGS.tars, FLAGS.from_tfds, FLAGS.folder))) != 1:
+    raise app.UsageError(
+        "give exactly one of --tars=DIR, --from_tfds=NAME and --folder=DIR"
+    )
+  if FLAGS.name and not FLAGS.folder:
+    raise app.UsageError("--name goes with --folder")
+  if FLAGS.folder:
+    imagenet.prepare_from_folder(
+        FLAGS.folder,
+        os.path.expanduser(FLAGS.data_dir),
+        FLAGS.name,
+        FLAGS.size,
+        FLAGS.quality,
+        FLAGS.num_workers,
+    )
+  elif FLAGS.tars:
     imagenet.prepare_from_tars(
         os.path.expanduser(FLAGS.tars),
         os.path.expanduser(FLAGS.data_dir),

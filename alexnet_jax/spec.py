@@ -43,6 +43,12 @@ CONV_LAYERS = (
     ConvLayer("conv4", 3, 1, (1, 1), OWN, lrn=False, pool=False, bias=1.0),
     ConvLayer("conv5", 3, 1, (1, 1), OWN, lrn=False, pool=True, bias=1.0),
 )
+# Table 2's "1 CNN*": "an extra sixth convolutional layer over the last pooling layer" (``model.extra_conv``).
+# The paper gives no size: conv5's kernels, 3x3 over its own tower's maps like conv4 and conv5, no pooling,
+# so fc6 still reads 6x6x256 and the FC layers transfer unchanged (README, departures table).
+EXTRA_CONV = ConvLayer(
+    "conv6", 3, 1, (1, 1), OWN, lrn=False, pool=False, bias=1.0
+)
 DENSE_LAYERS = (
     DenseLayer("fc6", dropout=True, bias=1.0),
     DenseLayer("fc7", dropout=True, bias=1.0),
@@ -59,12 +65,18 @@ def norm_name(layer: ConvLayer) -> str:
   return "bn" + layer.name.removeprefix("conv")
 
 
-# What ``AlexNet.activations`` returns, in order: conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5, fc6...
-ACTIVATION_NAMES = tuple(
-    n
-    for l in CONV_LAYERS
-    for n in ((l.name, pool_name(l)) if l.pool else (l.name,))
-) + tuple(l.name for l in DENSE_LAYERS)
+def activation_names(conv_layers: tuple[ConvLayer, ...]) -> tuple[str, ...]:
+  """Each layer's output, then its pooling's, in the order of the forward pass."""
+  return tuple(
+      n
+      for l in conv_layers
+      for n in ((l.name, pool_name(l)) if l.pool else (l.name,))
+  ) + tuple(l.name for l in DENSE_LAYERS)
+
+
+# What the paper's ``AlexNet.activations`` returns, in order: conv1, pool1, conv2, pool2, conv3, conv4, conv5,
+# pool5, fc6...; with ``extra_conv``, conv6 after pool5 (``AlexNetSpec.activation_names``).
+ACTIVATION_NAMES = activation_names(CONV_LAYERS)
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
 
@@ -92,6 +104,8 @@ class AlexNetSpec:
   # "relu" (paper §3.1) or "tanh" (the saturating unit of its Figure 1)
   activation: str
   overlap_pool: bool
+  # Table 2's CNN*: a sixth conv layer over pool5 (EXTRA_CONV)
+  extra_conv: bool
   dropout_rate: float
   # "paper": N(0, init_std) and the paper's biases; "he": N(0, 2/fan_in), zero biases
   init: str
@@ -165,6 +179,10 @@ class AlexNetSpec:
       raise ConfigError(
           f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}"
       )
+    if not isinstance(self.extra_conv, (bool, np.bool_)):
+      raise ConfigError(
+          f"model.extra_conv must be True or False, got {self.extra_conv!r}"
+      )
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ConfigError(
           f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}"
@@ -177,6 +195,22 @@ class AlexNetSpec:
     return 3 if self.overlap_pool else 2
 
   pool_stride = 2
+
+  @property
+  def conv_layers(self) -> tuple[ConvLayer, ...]:
+    """The convolutional layers in order: the paper's five, and conv6 with ``extra_conv``."""
+    return CONV_LAYERS + ((EXTRA_CONV,) if self.extra_conv else ())
+
+  @property
+  def conv_kernels(self) -> tuple[int, ...]:
+    """Kernels of each of ``conv_layers``: ``conv_features``, and conv6 as many as conv5."""
+    return self.conv_features + (
+        self.conv_features[-1:] if self.extra_conv else ()
+    )
+
+  def activation_names(self) -> tuple[str, ...]:
+    """What ``AlexNet.activations`` returns, in order (``ACTIVATION_NAMES``, conv6 after pool5)."""
+    return activation_names(self.conv_layers)
 
   @property
   def fc8_units_per_tower(self) -> int:
@@ -197,7 +231,7 @@ class AlexNetSpec:
   def feature_map_sizes(self) -> dict[str, int]:
     """Spatial size of each conv layer's output (after its pooling), e.g. conv1: 27 for the paper."""
     size, sizes = self.image_size, {}
-    for layer in CONV_LAYERS:
+    for layer in self.conv_layers:
       padding = self.conv1_padding if layer.padding is None else layer.padding
       size = layers.conv_output_size(size, layer.kernel, layer.stride, padding)
       if layer.pool:
@@ -214,14 +248,14 @@ class AlexNetSpec:
     """name -> (kernel shape, bias shape), each with the leading tower axis."""
     t, shapes = self.towers, {}
     fan_in = 3
-    for layer, features in zip(CONV_LAYERS, self.conv_features):
+    for layer, features in zip(self.conv_layers, self.conv_kernels):
       cin = fan_in // t if layer.reads == OWN else fan_in
       shapes[layer.name] = (
           (t, layer.kernel, layer.kernel, cin, features // t),
           (t, features // t),
       )
       fan_in = features
-    fan_in *= self.feature_map_sizes()[CONV_LAYERS[-1].name] ** 2
+    fan_in *= self.feature_map_sizes()[self.conv_layers[-1].name] ** 2
     for layer, per_tower in zip(
         DENSE_LAYERS,
         tuple(f // t for f in self.fc_features) + (self.fc8_units_per_tower,),
@@ -246,7 +280,7 @@ class AlexNetSpec:
     ReLU, LRN and pooling are left out, as is usual for model FLOP utilisation. fc8's padding units count:
     they are computed."""
     shapes, size, flops = self.param_shapes(), self.image_size, 0
-    for layer in CONV_LAYERS:
+    for layer in self.conv_layers:
       padding = self.conv1_padding if layer.padding is None else layer.padding
       size = layers.conv_output_size(size, layer.kernel, layer.stride, padding)
       towers, kh, kw, cin, cout = shapes[layer.name][0]

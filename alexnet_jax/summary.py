@@ -58,10 +58,10 @@ def layer_rows(model_config, model_devices: int) -> tuple[list[dict], int]:
       images,
   )
 
-  layers = {l.name: l for l in model_lib.CONV_LAYERS + model_lib.DENSE_LAYERS}
+  layers = {l.name: l for l in spec.conv_layers + model_lib.DENSE_LAYERS}
   per_device = spec.towers // model_devices
   rows, previous_channels = [], 3
-  for name in model_lib.ACTIVATION_NAMES:
+  for name in spec.activation_names():
     shape = tuple(shapes[name].shape[1:])
     layer = layers.get(name)
     row = {

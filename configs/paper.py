@@ -62,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   # §3.1: ReLU nonlinearity; "tanh" is Figure 1's saturating unit
   config.model.activation = "relu"
   config.model.overlap_pool = True  # §3.4: overlapping pooling, z = 3, s = 2
+  # §6, Table 2's "1 CNN*": a sixth conv layer over pool5 (configs/cnn_star_*.py)
+  config.model.extra_conv = False
   config.model.dropout_rate = 0.5  # §4.2: dropout 0.5 in fc6 and fc7
   # §5: weights from N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
   config.model.init = "paper"

@@ -104,6 +104,25 @@ def _entries(
   return names
 
 
+def class_directories(
+    split_dir: str, skipped: list[tuple[str, str]]
+) -> tuple[str, ...]:
+  """The class directories of a split (``SPLIT/CLASS/``), sorted by name: their order is the labels'."""
+  return tuple(_entries(split_dir, skipped, want_dirs=True))
+
+
+def eval_split_names(eval_split: str) -> tuple[str, ...]:
+  """The directory names that hold ``eval_split``: a validation split is val/ or validation/, whichever
+  the tree has; any other (test/) only its own name, never a validation set in its place.
+  """
+  aliases = ("validation", "val")
+  return (
+      tuple(dict.fromkeys((eval_split,) + aliases))
+      if eval_split in aliases
+      else (eval_split,)
+  )
+
+
 def load(
     directory: str,
     image_size: int,
@@ -118,7 +137,7 @@ def load(
         f"no training images: {train_dir} is not a directory (expected {directory}/"
         f"{train_split}/CLASS/IMAGE; set --config.data.data_dir)"
     )
-  eval_names = tuple(dict.fromkeys((eval_split, "validation", "val")))
+  eval_names = eval_split_names(eval_split)
   eval_dir = next(
       (
           os.path.join(directory, d)
@@ -132,11 +151,11 @@ def load(
         f"no evaluation images: {directory} has no directory named {' or '.join(map(repr, eval_names))}"
     )
   train_skipped, eval_skipped = [], []
-  class_names = tuple(_entries(train_dir, train_skipped, want_dirs=True))
+  class_names = class_directories(train_dir, train_skipped)
   if not class_names:
     raise ConfigError(f"{train_dir} has no class directories")
   unknown = sorted(
-      set(_entries(eval_dir, eval_skipped, want_dirs=True)) - set(class_names)
+      set(class_directories(eval_dir, eval_skipped)) - set(class_names)
   )
   if unknown:  # their images would have no label the network knows
     raise ConfigError(

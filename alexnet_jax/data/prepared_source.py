@@ -36,6 +36,7 @@ def unpack_record(record: bytes) -> tuple[int, bytes]:
 
 
 PREPARE_HINT = "python -m alexnet_jax.prepare --tars=DIR_WITH_THE_TWO_ILSVRC2012_TARS --data_dir={data_dir}"
+FOLDER_HINT = "python -m alexnet_jax.prepare --folder=DIR --name={name} --data_dir={data_dir} (DIR/train/CLASS/IMAGE, DIR/val/CLASS/IMAGE)"
 
 
 def prepared_dir(data_dir: str, name: str, size: int) -> str:
@@ -44,8 +45,26 @@ def prepared_dir(data_dir: str, name: str, size: int) -> str:
   )
 
 
-def load(directory: str, image_size: int) -> Splits:
-  """A directory written by ``alexnet_jax.prepare`` (its ``info.json`` is written last: present = complete)."""
+# The splits a prepared directory may hold, as its files are named: ``SPLIT-*.array_record``.
+SPLITS = ("train", "validation", "test")
+# Names that mean one of them (a folder tree's val/, TFDS's "validation").
+SPLIT_NAMES = {"val": "validation"}
+
+
+def split_paths(directory: str, split: str) -> list[str]:
+  return sorted(
+      os.path.join(directory, n)
+      for n in os.listdir(directory)
+      if n.startswith(split + "-") and n.endswith(".array_record")
+  )
+
+
+def load(
+    directory: str, image_size: int, eval_split: str = "validation"
+) -> Splits:
+  """A directory written by ``alexnet_jax.prepare`` (its ``info.json`` is written last: present = complete);
+  ``eval_split``: validation (val) or test, where the data has one (a folder tree's test/).
+  """
   with open(os.path.join(directory, "info.json")) as f:
     info = json.load(f)
   size = info["size"]
@@ -53,19 +72,22 @@ def load(directory: str, image_size: int) -> Splits:
     raise ConfigError(
         f"{directory} holds {size}x{size} images, smaller than model.image_size={image_size}"
     )
-  splits = {}
-  for split in ("train", "validation"):
-    paths = sorted(
-        os.path.join(directory, n)
-        for n in os.listdir(directory)
-        if n.startswith(split + "-") and n.endswith(".array_record")
+  evaluated = SPLIT_NAMES.get(eval_split, eval_split)
+  if evaluated == "train" or not split_paths(directory, evaluated):
+    held = [s for s in SPLITS[1:] if split_paths(directory, s)]
+    raise ConfigError(
+        f"data.eval_split={eval_split!r}: {directory} holds no such split to evaluate on "
+        f"(it has: {', '.join(held) or 'none'})"
     )
-    splits[split] = PreparedSource(paths, size)
+  splits = {
+      split: PreparedSource(split_paths(directory, split), size)
+      for split in ("train", evaluated)
+  }
   with open(os.path.join(directory, "classes.txt")) as f:
     class_names = tuple(line.strip() for line in f if line.strip())
   return Splits(
       splits["train"],
-      splits["validation"],
+      splits[evaluated],
       len(class_names),
       size,
       class_names,

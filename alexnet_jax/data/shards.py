@@ -19,15 +19,27 @@ from tqdm import tqdm
 
 from alexnet_jax.data import images, prepared_source, stats as stats_lib
 
+SKIPPED = ".skipped"  # beside a shard: the images it left out, one "name: reason" a line
 
-def write_shard(path: str, records, size: int, quality: int) -> tuple[int, int]:
-  """records: iterable of (label, image bytes, name). Writes ``path`` atomically; returns (written, skipped)."""
+
+def write_shard(
+    path: str, records, size: int, quality: int, log_skipped: bool = False
+) -> tuple[int, int]:
+  """records: iterable of (label, image bytes or array, name); a ``BadImage`` in place of the bytes is a
+  file that could not be read, skipped like one that does not decode. Writes ``path`` atomically; returns
+  (written, skipped). ``log_skipped``: the skipped images' names and reasons go into ``path + SKIPPED``
+  (``skipped_images`` reads them), put in place before the shard, so that a finished shard's list
+  survives a rerun that keeps the shard.
+  """
   tmp = path + ".tmp"
   writer = ArrayRecordWriter(tmp, "group_size:1")
-  written = skipped = 0
+  written, skipped = 0, []
   try:
     for label, data, name in records:
       try:
+        # the file itself could not be read
+        if isinstance(data, images.BadImage):
+          raise data
         image = (
             data
             if isinstance(data, np.ndarray)
@@ -36,7 +48,7 @@ def write_shard(path: str, records, size: int, quality: int) -> tuple[int, int]:
         stored = images.resize_short_side_and_center_crop(image, size)
       except images.BadImage as error:
         logging.warning("skipping unreadable image %s: %s", name, error)
-        skipped += 1
+        skipped.append(f"{name}: {error}")
         continue
       writer.write(
           prepared_source.pack_record(
@@ -46,8 +58,27 @@ def write_shard(path: str, records, size: int, quality: int) -> tuple[int, int]:
       written += 1
   finally:
     writer.close()
+  if log_skipped:
+    if skipped:
+      with open(path + SKIPPED + ".tmp", "w") as f:
+        f.write("".join(line.replace("\n", " ") + "\n" for line in skipped))
+      os.replace(path + SKIPPED + ".tmp", path + SKIPPED)
+    # one left by a run stopped before its shard was in place
+    elif os.path.exists(path + SKIPPED):
+      os.remove(path + SKIPPED)
   os.replace(tmp, path)
-  return written, skipped
+  return written, len(skipped)
+
+
+def skipped_images(out: str) -> list[str]:
+  """The "name: reason" lines of every shard's skipped images (``write_shard(log_skipped=True)``)."""
+  return [
+      line.rstrip("\n")
+      for n in sorted(os.listdir(out))
+      if n.endswith(".array_record" + SKIPPED)
+      for line in open(os.path.join(out, n))
+      if line.strip()
+  ]
 
 
 def shard_stats(path: str, size: int) -> stats_lib.StatsAccumulator:
@@ -91,8 +122,19 @@ def count_records(out: str, split: str) -> int:
 
 
 def finish(
-    out, class_names, size, quality, workers, origin, skipped, started
+    out,
+    class_names,
+    size,
+    quality,
+    workers,
+    origin,
+    skipped,
+    started,
+    splits=("train", "validation"),
+    skipped_names=None,
 ) -> None:
+  """Statistics, ``classes.txt`` and, last, ``info.json`` (``num_SPLIT`` for each of ``splits``;
+  ``skipped_names``, when given, listed in it as ``skipped``)."""
   stats_path = os.path.join(out, "stats.npz")
   if not os.path.exists(stats_path):
     shards = sorted(
@@ -115,14 +157,20 @@ def finish(
       "size": size,
       "quality": quality,
       "origin": origin,
-      "num_train": count_records(out, "train"),
-      "num_validation": count_records(out, "validation"),
+      **{f"num_{split}": count_records(out, split) for split in splits},
       "skipped_images": skipped,
   }
+  if skipped_names is not None:
+    info["skipped"] = list(skipped_names)
   with open(os.path.join(out, "info.json.tmp"), "w") as f:
     json.dump(info, f, indent=1)
   os.replace(os.path.join(out, "info.json.tmp"), os.path.join(out, "info.json"))
+  *others, last = [
+      f"{info[f'num_{split}']:,} {'training' if split == 'train' else split}"
+      for split in splits
+  ]
+  counts = f"{', '.join(others)} and {last}" if others else last
   print(
-      f"prepared {info['num_train']:,} training and {info['num_validation']:,} validation images in {out} "
+      f"prepared {counts} images in {out} "
       f"({time.time() - started:.0f} s; {skipped} unreadable skipped)"
   )

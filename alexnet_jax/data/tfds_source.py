@@ -54,18 +54,22 @@ def load(
   )
   ready = prepared_source.prepared_dir(root, name, size)
   if os.path.exists(os.path.join(ready, "info.json")):
-    return prepared_source.load(ready, image_size)
+    return prepared_source.load(ready, image_size, eval_split)
   try:
     builder = tfds.builder(name, data_dir=root)
     if not builder.is_prepared():
       raise FileNotFoundError
     train = tfds.data_source(name, split=train_split, data_dir=root)
     evaluation = tfds.data_source(name, split=eval_split, data_dir=root)
-  except (
-      FileNotFoundError,
-      tfds.core.registered.DatasetNotFoundError,
-      AssertionError,
-  ):
+  except tfds.core.registered.DatasetNotFoundError:
+    # not TFDS's: an ImageNet-style tree (ILSVRC-2010, the Fall 2011 release) prepared under this name
+    hint = prepared_source.FOLDER_HINT.format(name=name, data_dir=root) + (
+        "" if size == 256 else f" --size={size}"
+    )
+    raise ConfigError(
+        f"'{name}' is prepared neither in {ready} nor as a TFDS dataset in {root}; prepare it with: {hint}"
+    ) from None
+  except (FileNotFoundError, AssertionError):
     if name == "imagenet2012":  # prepare's --size defaults to the paper's 256
       hint = prepared_source.PREPARE_HINT.format(data_dir=root) + (
           "" if size == 256 else f" --size={size}"

@@ -265,7 +265,7 @@ def _check_same_state(exp: Experiment, stored: dict, path: str) -> None:
   what, hint = (
       (
           "another network",
-          "model.towers, num_classes, conv_features, fc_features, image_size",
+          "model.towers, num_classes, conv_features, fc_features, extra_conv, image_size",
       )
       if network
       else (

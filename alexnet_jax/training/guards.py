@@ -145,7 +145,8 @@ class DeadNetworkWatch:
             *self._probe,
         )
     )
-    return [name for name in model_lib.ACTIVATION_NAMES[:-1] if zero[name]]
+    names = exp.spec.activation_names()[:-1]  # fc8: the logits
+    return [name for name in names if zero[name]]
 
   def error(self, step: int, loss: float, latest: int | None) -> TrainingError:
     exp = self.exp

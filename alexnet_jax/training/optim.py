@@ -29,7 +29,7 @@ def kernels_only(params) -> Any:
 
 
 def convolutions(params) -> Any:
-  """Fine-tuning's frozen part: conv1-conv5 (and batch norms between them); the FC layers train."""
+  """Fine-tuning's frozen part: the conv layers (and batch norms between them); the FC layers train."""
   return {
       name: jax.tree.map(lambda _: not name.startswith("fc"), layer)
       for name, layer in params.items()

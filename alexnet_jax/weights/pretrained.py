@@ -77,9 +77,17 @@ def merge_for_finetuning(
 ) -> tuple[dict, list[str], list[str]]:
   """Every layer of ``fresh`` taken from ``loaded``, except a classifier head (fc8) whose class count
   differs, which stays fresh. Returns ``(params, loaded names, fresh names)``; a layer of another shape
-  anywhere else means another architecture: refused. With padded fc8 towers two class counts can share
-  one shape (3 and 4 classes on two towers), so pass both counts to compare the heads by them.
+  anywhere else, or one on either side only, means another architecture: refused. With padded fc8 towers
+  two class counts can share one shape (3 and 4 classes on two towers), so pass both counts to compare the
+  heads by them.
   """
+  # e.g. CNN*'s conv6 into a five-conv net: its fc6 was trained on conv6's maps
+  extra = sorted(set(loaded) - set(fresh))
+  if extra:
+    raise UserError(
+        f"init_from: the weights have layer(s) {', '.join(extra)} that this config lacks: another "
+        f"architecture (check model.extra_conv, batch_norm)"
+    )
   merged, taken, kept = {}, [], []
   for name, layer in fresh.items():
     source = loaded.get(name)
@@ -103,6 +111,6 @@ def merge_for_finetuning(
     else:
       raise UserError(
           f"init_from: layer {name} is {got or 'missing'} there but {shapes} in this config: "
-          f"another architecture (check model.towers, conv_features, image_size, batch_norm)"
+          f"another architecture (check model.towers, conv_features, extra_conv, image_size, batch_norm)"
       )
   return merged, taken, kept

@@ -44,6 +44,9 @@ NETWORK_KEYS = (
 )
 # Changes that cannot alter the network's function although they sit under model.
 NOT_NETWORK_KEYS = ("model.dtype",)
+# Keys added to the configs after runs were recorded, with the value that gives what those runs computed: a
+# record without one holds that value.
+ADDED_KEYS = {"model.extra_conv": False}
 # Imported weights were trained elsewhere on ImageNet's classes: any copy of that data (TFDS, a folder) evaluates them.
 IMPORTED_FREE_KEYS = ("data.source", "data.name")
 PACKAGES = (
@@ -80,6 +83,11 @@ def flat(config) -> dict[str, Any]:
   return out
 
 
+def _recorded(record: dict) -> dict[str, Any]:
+  """The record's config, flat, with the keys added since it was written."""
+  return {**ADDED_KEYS, **flat(record["config"])}
+
+
 def is_network_key(key: str) -> bool:
   return key.startswith(NETWORK_KEYS) and key not in NOT_NETWORK_KEYS
 
@@ -105,7 +113,12 @@ def recorded_config(workdir: str):
         f"give --config: {workdir} holds no {RECORD} to take it from (no run of this version "
         f"started there)"
     )
-  return ml_collections.ConfigDict(record["config"])
+  config = ml_collections.ConfigDict(record["config"])
+  for key, value in ADDED_KEYS.items():
+    section, name = key.split(".")
+    if section in config and name not in config[section]:
+      config[section][name] = value
+  return config
 
 
 def check_config(
@@ -142,7 +155,7 @@ def record_config(workdir: str, config, imported: dict) -> None:
 def _refuse_network_changes(
     workdir: str, record: dict, now: dict, purpose: str, flag: str = "--workdir"
 ) -> None:
-  before = flat(record["config"])
+  before = _recorded(record)
   free = IMPORTED_FREE_KEYS if record.get("imported") else ()
   changed = [
       k
@@ -278,7 +291,7 @@ def start(
     if step:  # a run of an older version of this code, which kept no record
       record["recorded_from_step"] = step
   else:
-    before = flat(record["config"])
+    before = _recorded(record)
     time = datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds"
     )
