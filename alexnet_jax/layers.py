@@ -92,6 +92,32 @@ def conv(
   return y + bias.astype(x.dtype)
 
 
+def shared_input_conv(
+    x: jax.Array,
+    kernels: jax.Array,
+    biases: jax.Array,
+    *,
+    stride: int,
+    padding: tuple[int, int],
+) -> list[jax.Array]:
+  """The local towers' convolutions of one input they all read (conv1 on the image, conv3) as one
+  convolution: kernels ``[T, H, W, I, O]`` side by side on the output axis, then each tower's ``O``
+  channels apart again. The same sums as ``conv`` per tower; one larger op may suit an accelerator.
+  """
+  towers, height, width, fan_in, out = kernels.shape
+  side_by_side = jnp.moveaxis(kernels, 0, 3).reshape(
+      height, width, fan_in, towers * out
+  )
+  y = conv(
+      x,
+      side_by_side,
+      biases.reshape(towers * out),
+      stride=stride,
+      padding=padding,
+  )
+  return [y[..., t * out : (t + 1) * out] for t in range(towers)]
+
+
 def tower_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   """Fully connected layer of the local towers, all reading the whole ``x``. kernel ``[T, In, Out]``."""
   towers, fan_in, out = kernel.shape

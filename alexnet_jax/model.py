@@ -107,11 +107,17 @@ class _Share(NamedTuple):
     """Each local tower's convolution and activation, on its own maps (a
     list) or on maps that every tower reads (one array)."""
     layer, p = _CONV[name], self.params[name]
-    if not isinstance(inputs, list):
-      inputs = [inputs] * self.towers
     padding = layer.padding or self.spec.conv1_padding
-    conv = functools.partial(layers.conv, stride=layer.stride, padding=padding)
     k, b = p["kernel"], p["bias"]
+    shared = not isinstance(inputs, list)
+    if shared and self.towers > 1 and self.spec.shared_input_convs == "one_op":
+      maps = layers.shared_input_conv(
+          inputs, k, b, stride=layer.stride, padding=padding
+      )
+      return [self.act(m) for m in maps]
+    if shared:
+      inputs = [inputs] * self.towers
+    conv = functools.partial(layers.conv, stride=layer.stride, padding=padding)
     return [self.act(conv(x, k[t], b[t])) for t, x in enumerate(inputs)]
 
   def normalise(self, name: str, maps: list[jax.Array]) -> list[jax.Array]:

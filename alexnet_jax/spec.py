@@ -112,6 +112,10 @@ class AlexNetSpec:
   init_std: float
   # compute dtype; "auto" in a config: bfloat16 on GPUs and TPUs, float32 on CPUs
   dtype: str
+  # how the towers of one device run the convolutions they all read (conv1, conv3): "per_tower",
+  # one convolution each (faster on XLA:CPU), or "one_op", their kernels side by side in one
+  # (for accelerators: docs/performance.md); the same network either way
+  shared_input_convs: str
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "AlexNetSpec":
@@ -178,6 +182,11 @@ class AlexNetSpec:
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ConfigError(
           f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}"
+      )
+    if self.shared_input_convs not in ("per_tower", "one_op"):
+      raise ConfigError(
+          "model.shared_input_convs must be 'per_tower' or 'one_op', got "
+          f"{self.shared_input_convs!r}"
       )
     if not isinstance(self.extra_conv, (bool, np.bool_)):
       raise ConfigError(

@@ -175,6 +175,10 @@ torch_rows() { # torch_rows BATCH MODE(eager|compile) TIME_LIMIT NAME_SUFFIX
   # then PyTorch's same step, channels_last + bf16 autocast, eager and torch.compile.
   row jax-torchvision-b1024 120 "${JAX[@]}" "${TORCHVISION[@]}" --config.batch_size=$LARGE $STEPS
   row jax-paper-b1024 120 "${JAX[@]}" "${PAPER[@]}" --config.batch_size=$LARGE $STEPS
+  # The same with conv1 and conv3 as one op for both towers (model.shared_input_convs): the layout
+  # to pick per platform once this row is measured against the one above.
+  row jax-paper-one-op-b1024 120 "${JAX[@]}" "${PAPER[@]}" --config.batch_size=$LARGE $STEPS \
+    --config.model.shared_input_convs=one_op
   torch_rows $LARGE eager 60 1024
   torch_rows $LARGE compile 150 1024
   # End to end: the same torchvision-layout step fed by grain (WORKERS processes) from SYNTHETIC

@@ -71,6 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.init_std = 0.01
   # compute dtype: bfloat16 on GPUs/TPUs, float32 on CPUs; parameters float32
   config.model.dtype = "auto"
+  # not in the paper, and no change to the network: conv1 and conv3 (which both towers read) as one
+  # convolution per tower ("per_tower", XLA:CPU's faster layout) or one for both ("one_op")
+  config.model.shared_input_convs = "per_tower"
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 0.01  # §5: "initialized at 0.01"

@@ -243,3 +243,24 @@ def test_lrn_keeps_only_its_input_for_the_backward_pass(capsys):
   assert capsys.readouterr().out.splitlines() == [
       "bf16[2,5,5,8] from the argument x"
   ]
+
+
+def test_shared_input_conv_equals_each_towers_own_convolution():
+  # Two towers' kernels in one op against each tower's lax convolution, written here directly.
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 19, 19, 3)), jnp.float32)
+  kernels = jnp.asarray(rng.normal(size=(2, 5, 5, 3, 4)), jnp.float32)
+  biases = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
+  got = layers.shared_input_conv(x, kernels, biases, stride=2, padding=(2, 1))
+  for t in range(2):
+    want = (
+        lax.conv_general_dilated(
+            x,
+            kernels[t],
+            (2, 2),
+            ((2, 1), (2, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        + biases[t]
+    )
+    np.testing.assert_allclose(got[t], want, rtol=1e-5, atol=1e-5)

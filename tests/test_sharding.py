@@ -1,6 +1,7 @@
 """Every placement of the towers gives the same numbers; with model=2 each device holds one tower; the
 compiled programs move data between devices only where the paper's GPUs did."""
 
+import dataclasses
 import functools
 import re
 
@@ -112,6 +113,30 @@ def test_every_placement_gives_the_same_logits_and_gradients(
   assert not np.any(
       kernel[np.broadcast_to(padding, kernel.shape)]
   ) and not np.any(bias[padding[:, 0]])
+
+
+@pytest.mark.parametrize("data", [1, 2])
+def test_shared_input_convs_in_one_op_give_the_same_logits_and_gradients(
+    data,
+):
+  # Two towers on each device, conv1 and conv3 each as one convolution of both towers' kernels,
+  # against the reference's one convolution per tower.
+  spec, params, images, labels, logits, loss, grads = reference_for(10)
+  one_op = dataclasses.replace(spec, shared_input_convs="one_op")
+  mesh = sharding.make_mesh(data=data, model=1)
+  with jax.set_mesh(mesh):
+    placed = AlexNet(one_op, rngs=nnx.Rngs(0))
+  placed.load_params(jax.device_put(params, sharding.tower_sharding(mesh)))
+  placed.eval()
+  _close(placed(images), logits)
+  batch = jax.device_put(
+      (jnp.asarray(images), jnp.asarray(labels)), sharding.batch_sharding(mesh)
+  )
+  got_loss, got_grads = loss_and_grads(
+      one_op, mesh, placed.params(), *batch, jax.random.key(3)
+  )
+  assert float(got_loss) == pytest.approx(loss, rel=1e-5)
+  jax.tree.map(_close, got_grads, grads)
 
 
 @pytest.mark.parametrize("data", [1, 2])

@@ -43,10 +43,13 @@ NETWORK_KEYS = (
     "data.stored_size",
 )
 # Changes that cannot alter the network's function although they sit under model.
-NOT_NETWORK_KEYS = ("model.dtype",)
+NOT_NETWORK_KEYS = ("model.dtype", "model.shared_input_convs")
 # Keys added to the configs after runs were recorded, with the value that gives what those runs computed: a
 # record without one holds that value.
-ADDED_KEYS = {"model.extra_conv": False}
+ADDED_KEYS = {
+    "model.extra_conv": False,
+    "model.shared_input_convs": "per_tower",
+}
 # Imported weights were trained elsewhere on ImageNet's classes: any copy of that data (TFDS, a folder) evaluates them.
 IMPORTED_FREE_KEYS = ("data.source", "data.name")
 PACKAGES = (
