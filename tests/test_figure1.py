@@ -315,3 +315,33 @@ def test_the_command_refuses_a_bad_value_in_one_line(tmp_path):
   # the default config (configs/figure1.py) took the override; nothing was read or written
   assert last_line(done) == "figure1: threshold must be in (0, 1); got 1.5"
   assert not (tmp_path / "fig").exists()
+
+
+def test_the_cifar10_config_reads_cifar10_through_tfds(tmp_path):
+  # TFDS's mock data stands in for a built cifar10 (32x32 RGB, 10 classes): the whole training split,
+  # uint8 images at the net's 32x32, labels among the 10 classes.
+  import tensorflow_datasets as tfds
+  from unittest import mock
+
+  config = figure1_config_for("cifar10")
+  config.data.data_dir = str(tmp_path)
+  with tfds.testing.mock_data(num_examples=6), mock.patch.object(
+      tfds.core.DatasetBuilder, "is_prepared", return_value=True
+  ):
+    data = figure1.load_training_set(config)
+  assert data.images.shape == (6, 32, 32, 3) and data.images.dtype == np.uint8
+  assert data.num_classes == 10
+  assert data.labels.dtype == np.int32 and set(data.labels) <= set(range(10))
+  assert data.description.startswith("CIFAR-10, 6 training images of 32x32")
+
+
+def figure1_config_for(data: str):
+  import importlib.util
+
+  from alexnet_jax import config_files
+
+  path = os.path.join(config_files.CONFIG_DIR, "figure1.py")
+  spec = importlib.util.spec_from_file_location("figure1_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(data)
