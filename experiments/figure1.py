@@ -21,7 +21,6 @@ the threshold, their ratio beside the paper's 6), ``figure1_curves.csv`` (every 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -37,146 +36,29 @@ from flax import nnx
 from jax import lax
 from ml_collections import config_flags
 
-from alexnet_jax import cli, layers
+from alexnet_jax import cli
 from alexnet_jax.errors import ConfigError, UserError
 from alexnet_jax.workdir import run_record
 
+if __package__ in (None, ""):  # run as a script: python experiments/figure1.py
+  sys.path.insert(
+      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  )
+from experiments.figure1_net import UNITS, Figure1Net  # noqa: E402
+from experiments.figure1_report import (  # noqa: E402
+    PAPER_RATIO,
+    choose,
+    data_note,
+    epochs_text,
+    first_crossing,
+    plot,
+    ratio_text,
+    summarise,
+    write_tables,
+)
+
 FLAGS = flags.FLAGS
-UNITS = ("relu", "tanh")
-PAPER_RATIO = 6  # the caption: "six times faster"
 OUTPUTS = ("figure1.png", "figure1.md", "figure1.csv", "figure1_curves.csv")
-
-
-# ----------------------------------------------------------------------------- The network
-
-
-def pool_outputs(size: int, window: int, stride: int) -> int:
-  """cuda-convnet's pool size with start=0, outputsX=0 (layer.py): ceil((size - window) / stride) + 1."""
-  return math.ceil((size - window) / stride) + 1
-
-
-def clipped_pool(
-    x: jax.Array, kind: str, window: int, stride: int
-) -> jax.Array:
-  """cuda-convnet's pooling (start 0, outputsX 0): the windows that overhang the far edge are clipped; ``avg``
-  divides by the pixels inside the window (conv_util.cuh's AvgPooler: regionSize).
-  """
-  size = x.shape[1]
-  outputs = pool_outputs(size, window, stride)
-  overhang = (outputs - 1) * stride + window - size
-  padding = ((0, 0), (0, overhang), (0, overhang), (0, 0))
-  if kind == "max":
-    # the project's max pool (its backward pass is fast on CPUs) over the edge padded with -inf
-    return layers.max_pool(
-        jnp.pad(x, padding, constant_values=-jnp.inf),
-        window=window,
-        stride=stride,
-    )
-  if kind != "avg":
-    raise ConfigError(f"model.pools: max or avg, got {kind!r}")
-  total = lax.reduce_window(
-      x, 0.0, lax.add, (1, window, window, 1), (1, stride, stride, 1), padding
-  )
-  starts = np.arange(outputs) * stride
-  inside = np.minimum(starts + window, size) - starts
-  return total / (inside[:, None] * inside[None, :])[None, :, :, None].astype(
-      x.dtype
-  )
-
-
-def spatial_response_norm(
-    x: jax.Array, size: int, scale: float, power: float
-) -> jax.Array:
-  """cuda-convnet's ``rnorm`` (conv_util.cu, convResponseNorm): each map on its own,
-  b = a (1 + scale / size^2 * sum a^2)^-power, the sum over the size x size pixels from -size//2 around
-  each, clipped at the edges (layer.py divides the cfg's scale by size^2)."""
-  before, after = size // 2, size - size // 2 - 1
-  rows, cols = x.shape[1], x.shape[2]
-  padded = jnp.pad(x * x, ((0, 0), (before, after), (before, after), (0, 0)))
-  # shifted slices, which XLA fuses (faster on CPUs than a reduce_window)
-  total = sum(padded[:, i : i + rows] for i in range(size))
-  total = sum(total[:, :, j : j + cols] for j in range(size))
-  s = 1.0 + scale / size**2 * total
-  if (
-      power == 0.75
-  ):  # s^-0.75 as rsqrt(s) * sqrt(rsqrt(s)), cheaper than exp(log)
-    r = lax.rsqrt(s)
-    return x * (r * jnp.sqrt(r))
-  return x * s**-power
-
-
-class Weights(nnx.Module):
-  """One layer's kernel and bias."""
-
-  def __init__(self, kernel: np.ndarray, bias: np.ndarray):
-    self.kernel = nnx.Param(jnp.asarray(kernel))
-    self.bias = nnx.Param(jnp.asarray(bias))
-
-
-class Figure1Net(nnx.Module):
-  """cuda-convnet's layers-18pct.cfg (configs/figure1.py): three 5x5 convolutions and one fully connected
-  layer, ``unit`` (relu | tanh) as every hidden nonlinearity. Weights N(0, init_std^2) drawn with numpy
-  from ``seed`` (the same on every platform, and no compilation), biases 0."""
-
-  def __init__(self, config, unit: str, num_classes: int, seed: int):
-    if unit not in UNITS:
-      raise ConfigError(f"units: relu or tanh, got {unit!r}")
-    self.unit = unit
-    self.config = config
-    rng = np.random.default_rng(seed)
-    normal = lambda std, *shape: rng.normal(0, std, shape).astype(np.float32)
-    channels, size, k = 3, config.image_size, config.kernel_size
-    stds = tuple(config.init_std)
-    convs = []
-    for features, std in zip(config.conv_features, stds):
-      convs.append(
-          Weights(
-              normal(std, k, k, channels, features),
-              np.zeros(features, np.float32),
-          )
-      )
-      channels = features
-      size = pool_outputs(
-          size + 2 * config.padding - k + 1,
-          config.pool_window,
-          config.pool_stride,
-      )
-    self.conv1, self.conv2, self.conv3 = convs
-    self.fc10 = Weights(
-        normal(stds[3], size * size * channels, num_classes),
-        np.zeros(num_classes, np.float32),
-    )
-
-  def layers(self, x: jax.Array) -> dict[str, jax.Array]:
-    """Every layer's output by its cfg name, in the cfg's order; ``fc10`` holds the logits. The cfg applies
-    conv1's neuron after pool1 (the same for a rising f: max(f(a)) = f(max(a))).
-    """
-    c = self.config
-    f = jax.nn.relu if self.unit == "relu" else jnp.tanh
-    pool = lambda x, kind: clipped_pool(x, kind, c.pool_window, c.pool_stride)
-    norm = lambda x: (
-        spatial_response_norm(x, c.rnorm_size, c.rnorm_scale, c.rnorm_power)
-        if c.response_norm
-        else x
-    )
-    conv = lambda w, x: layers.conv(
-        x, w.kernel, w.bias, stride=1, padding=(c.padding, c.padding)
-    )
-    out = {}
-    out["conv1"] = f(conv(self.conv1, x))
-    out["pool1"] = pool(out["conv1"], c.pools[0])
-    out["rnorm1"] = norm(out["pool1"])
-    out["conv2"] = f(conv(self.conv2, out["rnorm1"]))
-    out["pool2"] = pool(out["conv2"], c.pools[1])
-    out["rnorm2"] = norm(out["pool2"])
-    out["conv3"] = f(conv(self.conv3, out["rnorm2"]))
-    out["pool3"] = pool(out["conv3"], c.pools[2])
-    flat = out["pool3"].reshape(x.shape[0], -1)
-    out["fc10"] = flat @ self.fc10.kernel + self.fc10.bias
-    return out
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.layers(x)["fc10"]
 
 
 # ----------------------------------------------------------------------------- Data
@@ -227,11 +109,6 @@ def load_training_set(config) -> TrainingSet:
 
 
 # ----------------------------------------------------------------------------- Training
-
-
-def first_crossing(points: list[dict], threshold: float) -> dict | None:
-  """The first measurement at or below ``threshold`` (not interpolated), or None."""
-  return next((p for p in points if p["train_error"] <= threshold), None)
 
 
 def measured_steps(config, steps_per_epoch: int) -> tuple[list[int], set[int]]:
@@ -420,25 +297,6 @@ def train_run(
   }
 
 
-def choose(runs: list[dict], threshold: float) -> dict:
-  """A unit's run: the earliest crossing, then the lower error there, then the earlier rate; when none
-  crosses, the lowest final error among those that did not diverge (else the first).
-  """
-  crossings = []
-  for i, run in enumerate(runs):
-    c = first_crossing(run["points"], threshold)
-    if c is not None:
-      crossings.append((c["epoch"], c["train_error"], i))
-  if crossings:
-    return runs[min(crossings)[2]]
-  finite = [r for r in runs if r["status"] != "diverged"]
-  return (
-      min(finite, key=lambda r: r["points"][-1]["train_error"])
-      if finite
-      else runs[0]
-  )
-
-
 def rates_of(config, unit: str) -> tuple[float, ...]:
   rates = config.optimizer.learning_rates[unit]
   if isinstance(rates, (int, float)):
@@ -528,239 +386,6 @@ def _load_run(workdir: str, unit: str, learning_rate: float) -> dict | None:
     return json.load(f)
 
 
-# ----------------------------------------------------------------------------- Report
-
-
-def summarise(runs: dict[str, list[dict]], threshold: float) -> dict:
-  """Each unit's drawn run, its crossing and last measurement; the ratio of tanh's epochs to ReLU's."""
-  rows = {}
-  for unit, unit_runs in runs.items():
-    run = choose(unit_runs, threshold)
-    rows[unit] = {
-        "run": run,
-        "crossed": first_crossing(run["points"], threshold),
-        "final": run["points"][-1],
-    }
-  ratio = None
-  if all(u in rows and rows[u]["crossed"] for u in UNITS):
-    ratio = rows["tanh"]["crossed"]["epoch"] / rows["relu"]["crossed"]["epoch"]
-  return {"rows": rows, "ratio": ratio}
-
-
-def _epochs(point: dict | None) -> str:
-  return "not reached" if point is None else f"{point['epoch']:.2f}"
-
-
-def ratio_text(summary: dict) -> str:
-  if summary["ratio"] is not None:
-    return f"{summary['ratio']:.2f}"
-  rows = summary["rows"]
-  never = [u for u in UNITS if u in rows and rows[u]["crossed"] is None]
-  if never:
-    return f"none: {' and '.join(never)} never reached the threshold"
-  return "none: needs both relu and tanh"
-
-
-def _times(n: int) -> str:
-  return {1: "once", 2: "twice"}.get(n, f"{n} times")
-
-
-ENDED = {
-    "finished": "trained to the end",
-    "slower": "stopped: could no longer be the fastest",
-    "diverged": "stopped: the loss was not finite",
-}
-
-
-def write_tables(
-    config, runs: dict, summary: dict, workdir: str, command: str, note: str
-) -> None:
-  threshold, rows = config.threshold, summary["rows"]
-  with open(os.path.join(workdir, "figure1.csv"), "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(
-        [
-            "network",
-            "learning_rate",
-            "epochs_to_threshold",
-            "steps_to_threshold",
-            "threshold",
-            "final_epoch",
-            "final_train_error",
-            "paper",
-        ]
-    )
-    for unit, row in rows.items():
-      c = row["crossed"]
-      writer.writerow(
-          [
-              unit,
-              row["run"]["learning_rate"],
-              "" if c is None else c["epoch"],
-              "" if c is None else c["step"],
-              threshold,
-              row["final"]["epoch"],
-              row["final"]["train_error"],
-              "",
-          ]
-      )
-    ratio = summary["ratio"]
-    writer.writerow(
-        [
-            "tanh / relu",
-            "",
-            "" if ratio is None else ratio,
-            "",
-            threshold,
-            "",
-            "",
-            PAPER_RATIO,
-        ]
-    )
-  with open(os.path.join(workdir, "figure1_curves.csv"), "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(
-        [
-            "network",
-            "learning_rate",
-            "drawn",
-            "status",
-            "step",
-            "epoch",
-            "train_error",
-            "train_loss",
-        ]
-    )
-    for unit, unit_runs in runs.items():
-      for run in unit_runs:
-        for p in run["points"]:
-          writer.writerow(
-              [
-                  unit,
-                  run["learning_rate"],
-                  run is rows[unit]["run"],
-                  run["status"],
-                  p["step"],
-                  p["epoch"],
-                  p["train_error"],
-                  p["train_loss"],
-              ]
-          )
-
-  steps_per_epoch = next(iter(runs.values()))[0]["steps_per_epoch"]
-  table = [
-      f"| network | learning rate | epochs to {threshold:.0%} training error | steps | last measured |",
-      "|---|---|---|---|---|",
-  ]
-  for unit, row in rows.items():
-    c, final = row["crossed"], row["final"]
-    table.append(
-        f"| {unit} | {row['run']['learning_rate']:g} | {_epochs(c)} | {'' if c is None else c['step']} | "
-        f"{100 * final['train_error']:.1f}% at epoch {final['epoch']:.2f} |"
-    )
-  table.append(
-      f"| **tanh / relu** | | **{ratio_text(summary)}** (paper: {PAPER_RATIO}) | | |"
-  )
-  grid = [
-      f"| network | learning rate | epochs to {threshold:.0%} | ended | wall time |",
-      "|---|---|---|---|---|",
-  ]
-  for unit, unit_runs in runs.items():
-    for run in unit_runs:
-      drawn = " (drawn)" if run is rows[unit]["run"] else ""
-      crossing = first_crossing(run["points"], threshold)
-      reached = (
-          "not reached before it stopped"
-          if crossing is None and run["status"] != "finished"
-          else _epochs(crossing)
-      )
-      grid.append(
-          f"| {unit} | {run['learning_rate']:g}{drawn} | {reached} | "
-          f"{ENDED[run['status']]} at epoch {run['points'][-1]['epoch']:.2f} | {run['wall_seconds']:.0f} s |"
-      )
-  every = (
-      "after every step"
-      if config.eval_every_steps == 1
-      else f"every {config.eval_every_steps} steps"
-  )
-  text = [
-      "# Figure 1: ReLU against tanh",
-      "",
-      note,
-      "",
-      f"Command: `{command}`",
-      "",
-      *table,
-      "",
-      f"Epochs to {threshold:.0%}: the first measurement of the training error at or below {threshold:.0%}, "
-      f"not interpolated. The training error is the error on the whole training set in a separate pass with "
-      f"the weights of that moment (not the running mean over the batches), measured {every} "
-      f"({config.eval_every_steps / steps_per_epoch:.3g} epochs; an epoch is {steps_per_epoch} steps of "
-      f"{config.batch_size} images) until a run reaches {threshold:.0%}, so the epochs are exact to that, and "
-      f"{_times(config.evals_per_epoch)} an epoch after. The ratio is tanh's epochs over ReLU's: "
-      f"{PAPER_RATIO} in the paper (its ReLU net six times faster); below 1, tanh was faster.",
-      "",
-      "Learning rates: each network tried every rate of its grid, from the same initial weights and batch "
-      'order, and kept the one that reached the threshold first (the paper: "chosen independently to make '
-      'training as fast as possible"); a run stopped once it could no longer be the fastest.',
-      "",
-      *grid,
-      "",
-      f"Training and measuring took {sum(r['wall_seconds'] for rs in runs.values() for r in rs):.0f} s in all.",
-      "",
-      "![Figure 1](figure1.png)",
-      "",
-  ]
-  with open(os.path.join(workdir, "figure1.md"), "w") as f:
-    f.write("\n".join(text))
-
-
-def plot(config, summary: dict, workdir: str, title: str) -> None:
-  try:  # an extra: only the figure needs it
-    import matplotlib
-  except ImportError:
-    raise ConfigError(
-        'figure1.png needs matplotlib: pip install "alexnet_jax[plots]" (figure1.md and the csv files '
-        "are written)"
-    ) from None
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6, 4.5))
-  for unit, row in summary["rows"].items():
-    points = row["run"]["points"]
-    ax.plot(
-        [p["epoch"] for p in points],
-        [p["train_error"] for p in points],
-        "-"
-        if unit == "relu"
-        else "--",  # as the paper: ReLU solid, tanh dashed
-        color="black",
-        linewidth=1.5,
-        label=f"{'ReLU' if unit == 'relu' else 'tanh'} (learning rate {row['run']['learning_rate']:g})",
-    )
-  ax.axhline(config.threshold, color="grey", linewidth=1, linestyle=":")
-  ax.set_xlabel("Epochs")
-  ax.set_ylabel("Training error rate")
-  ax.set_xlim(0, config.num_epochs)
-  ax.set_ylim(0, 1)
-  ax.set_title(title, fontsize=9)
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "figure1.png"), dpi=110)
-  plt.close(fig)
-
-
-def data_note(config, data: TrainingSet) -> str:
-  if config.data.name == "cifar10":
-    return f"Data: {data.description}, as in the paper."
-  return (
-      f"**Not CIFAR-10**: {data.description} (`data.source={config.data.source}`); the paper's measurement on "
-      "other data, not its numbers."
-  )
-
-
 # ----------------------------------------------------------------------------- The command
 
 
@@ -795,12 +420,17 @@ def figure1(config, workdir: str, command: str = "") -> dict:
         )
     summary = summarise(runs, config.threshold)
     write_tables(
-        config, runs, summary, workdir, command, data_note(config, data)
+        config,
+        runs,
+        summary,
+        workdir,
+        command,
+        data_note(config, data.description),
     )
     for unit, row in summary["rows"].items():
       print(
           f"figure1: {unit}: learning rate {row['run']['learning_rate']:g}, epochs to "
-          f"{config.threshold:.0%} training error: {_epochs(row['crossed'])}",
+          f"{config.threshold:.0%} training error: {epochs_text(row['crossed'])}",
           flush=True,
       )
     print(

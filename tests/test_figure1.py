@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import load_config
 from alexnet_jax.errors import ConfigError
-from experiments import figure1
+from experiments import figure1, figure1_net, figure1_report
 
 # layers-18pct.cfg by hand: a 5x5 convolution with padding 2 keeps the size; a 3/2 pool with start=0,
 # outputsX=0 gives ceil((size - 3) / 2) + 1 outputs: 32 -> 16 -> 8 -> 4.
@@ -58,8 +58,8 @@ def _set_params(model, params):
 
 def test_the_network_is_layers_18pct_cfg():
   config = load_config("figure1")
-  assert figure1.PAPER_RATIO == 6 and config.threshold == 0.25
-  model = figure1.Figure1Net(config.model, "relu", 10, 0)
+  assert figure1_report.PAPER_RATIO == 6 and config.threshold == 0.25
+  model = figure1_net.Figure1Net(config.model, "relu", 10, 0)
   out = jax.eval_shape(model.layers, np.zeros((2, 32, 32, 3), np.float32))
   assert {k: v.shape[1:] for k, v in out.items()} == CFG_SHAPES
   params = _params(model)
@@ -73,7 +73,7 @@ def test_the_network_is_layers_18pct_cfg():
 def test_cuda_convnet_pooling_and_rnorm_by_hand():
   x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
   # windows rows/cols [0, 3) and [2, 4): the second clipped to 2 pixels, its average over those alone
-  pool = jax.jit(figure1.clipped_pool, static_argnums=(1, 2, 3))
+  pool = jax.jit(figure1_net.clipped_pool, static_argnums=(1, 2, 3))
   avg = pool(x, "avg", 3, 2)[0, :, :, 0]
   np.testing.assert_allclose(
       avg, [[45 / 9, 39 / 6], [66 / 6, 50 / 4]], rtol=1e-6
@@ -87,7 +87,7 @@ def test_cuda_convnet_pooling_and_rnorm_by_hand():
       1, 3, 3, 1
   )
   for power in (0.5, 0.75):
-    b = jax.jit(figure1.spatial_response_norm, static_argnums=(1, 2, 3))(
+    b = jax.jit(figure1_net.spatial_response_norm, static_argnums=(1, 2, 3))(
         a, 3, 0.9, power
     )[0, :, :, 0]
     corner = 1 * (1 + 0.1 * (1 + 4 + 9 + 16)) ** -power
@@ -146,7 +146,7 @@ def test_tanh_and_relu_nets_match_a_numpy_forward_written_from_the_cfg():
   x = rng.normal(0, 1, (2, 8, 8, 3)).astype(np.float32)
   logits = {}
   for unit in ("relu", "tanh"):
-    model = figure1.Figure1Net(config.model, unit, 10, 1)
+    model = figure1_net.Figure1Net(config.model, unit, 10, 1)
     params = _params(model)
     for k in params:  # nonzero biases, so that each one's place is checked too
       if "bias" in k:
@@ -189,12 +189,14 @@ def test_epochs_to_threshold_read_off_hand_made_curves(tmp_path):
   tanh = _run(
       "tanh", 0.1, [(0, 0.9), (10, 0.5), (29, 0.251), (30, 0.2), (40, 0.1)]
   )
-  assert figure1.first_crossing(relu["points"], 0.25)["step"] == 5
-  assert figure1.first_crossing(slower["points"], 0.25) is None
+  assert figure1_report.first_crossing(relu["points"], 0.25)["step"] == 5
+  assert figure1_report.first_crossing(slower["points"], 0.25) is None
   runs = {"relu": [slower, relu], "tanh": [tanh]}
-  summary = figure1.summarise(runs, 0.25)
+  summary = figure1_report.summarise(runs, 0.25)
   assert summary["rows"]["relu"]["run"] is relu and summary["ratio"] == 6.0
-  figure1.write_tables(config, runs, summary, str(tmp_path), "cmd", "note")
+  figure1_report.write_tables(
+      config, runs, summary, str(tmp_path), "cmd", "note"
+  )
   with open(tmp_path / "figure1.csv") as f:
     rows = {r["network"]: r for r in csv.DictReader(f)}
   assert float(rows["relu"]["epochs_to_threshold"]) == 0.5
@@ -204,9 +206,11 @@ def test_epochs_to_threshold_read_off_hand_made_curves(tmp_path):
   # a unit that never reaches it: no number, anywhere
   never = _run("tanh", 0.1, [(0, 0.9), (40, 0.26)])
   runs = {"relu": [relu], "tanh": [never]}
-  summary = figure1.summarise(runs, 0.25)
+  summary = figure1_report.summarise(runs, 0.25)
   assert summary["ratio"] is None
-  figure1.write_tables(config, runs, summary, str(tmp_path), "cmd", "note")
+  figure1_report.write_tables(
+      config, runs, summary, str(tmp_path), "cmd", "note"
+  )
   with open(tmp_path / "figure1.csv") as f:
     rows = {r["network"]: r for r in csv.DictReader(f)}
   assert rows["tanh"]["epochs_to_threshold"] == ""
