@@ -28,7 +28,7 @@ import os
 from absl import app, flags
 
 from alexnet_jax import cli
-from alexnet_jax.data import imagenet
+from alexnet_jax.data import folder_preparation, imagenet
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -74,7 +74,7 @@ def main(argv):
   if FLAGS.name and not FLAGS.folder:
     raise app.UsageError("--name goes with --folder")
   if FLAGS.folder:
-    imagenet.prepare_from_folder(
+    folder_preparation.prepare_from_folder(
         FLAGS.folder,
         os.path.expanduser(FLAGS.data_dir),
         FLAGS.name,

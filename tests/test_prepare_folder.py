@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from alexnet_jax.data import imagenet, prepared_source, shards, sources
+from alexnet_jax.data import folder_preparation, prepared_source, shards, sources
 from alexnet_jax.errors import ConfigError, UserError
 from conftest import last_line, load_config, run_cli
 
@@ -68,7 +68,7 @@ def tree(tmp_path_factory):
 def prepared(tree, tmp_path_factory):
   root, _ = tree
   data_dir = tmp_path_factory.mktemp("data")
-  out = imagenet.prepare_from_folder(
+  out = folder_preparation.prepare_from_folder(
       str(root), str(data_dir), "tiny2010", size=SIZE, workers=0
   )
   return data_dir, out
@@ -135,7 +135,7 @@ def test_a_rerun_keeps_finished_files_and_redoes_interrupted_ones(
   redo = prepared_source.split_paths(out, "validation")[1]
   os.remove(redo)
   open(redo + ".tmp", "wb").write(b"half")  # a killed run
-  imagenet.prepare_from_folder(
+  folder_preparation.prepare_from_folder(
       str(root), str(data_dir), "tiny2010", size=SIZE, workers=0
   )
   assert [os.stat(p).st_mtime_ns for p in kept] == before
@@ -183,7 +183,7 @@ def test_the_tree_read_as_it_is_evaluates_on_its_test_folder(tree, tmp_path):
 
 def test_an_unreadable_file_is_skipped_and_named(tmp_path):
   (tmp_path / "ok.png").write_bytes(b"")  # empty: not an image
-  records = imagenet._read_files(
+  records = folder_preparation._read_files(
       str(tmp_path), [str(tmp_path / "gone.JPEG"), str(tmp_path / "ok.png")], 0
   )
   shard = str(tmp_path / "train-00000-of-00001.array_record")
@@ -200,7 +200,7 @@ def test_an_unreadable_file_is_skipped_and_named(tmp_path):
 def test_a_tree_that_is_not_imagenet_style_is_refused_in_one_line(tmp_path):
   def refused(root, match):
     with pytest.raises(UserError, match=match) as error:
-      imagenet.prepare_from_folder(str(root), str(tmp_path / "data"))
+      folder_preparation.prepare_from_folder(str(root), str(tmp_path / "data"))
     assert "\n" not in str(error.value)
 
   refused(tmp_path / "none", "is not a directory")
