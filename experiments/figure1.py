@@ -450,13 +450,19 @@ def figure1(config, workdir: str, command: str = "") -> dict:
   return summary
 
 
-flags.DEFINE_string("workdir", None, "Directory for the runs and the figure.")
-config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "The Figure 1 config: configs/figure1.py (the default: the digits) or configs/figure1.py:cifar10.",
-    lock_config=True,
-)
+def define_flags() -> None:
+  """The command's flags, defined when it runs (not on import: tests import this module beside
+  experiments/ablations.py, which defines flags of the same names)."""
+  flags.DEFINE_string("workdir", None, "Directory for the runs and the figure.")
+  config_flags.DEFINE_config_file(
+      "config",
+      None,
+      "The Figure 1 config: configs/figure1.py (the default: the digits) or configs/figure1.py:cifar10.",
+      lock_config=True,
+  )
+  flags.mark_flags_as_required(["workdir"])
+
+
 # What was typed, for the table (sys.argv gets the default --config below).
 TYPED = sys.argv[1:]
 
@@ -474,7 +480,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir"])
+  define_flags()
   if not any(a == "--config" or a.startswith("--config=") for a in TYPED):
     # as a flag, not a default: cli's parser then ends a bad --config.KEY in one line
     sys.argv.insert(1, "--config=configs/figure1.py")
