@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax.data import sources
-from alexnet_jax.errors import ConfigError
+from alexnet_jax.errors import ConfigError, UserError
 from alexnet_jax.training import ensemble, train
 from alexnet_jax.weights import inference
 from alexnet_jax.workdir import run_record
@@ -85,8 +85,10 @@ def _with_config(workdir, tmp_path, name, key, value):
 
 
 def test_members_on_other_data_are_refused(two_runs, tmp_path):
-  # A ConfigError: commands end it in one line (tests/test_cli_errors.py).
   (a, _), _ = two_runs
+  with pytest.raises(UserError, match="holds no run.json"):
+    ensemble.evaluate_ensemble([a, str(tmp_path)])
+  # A ConfigError: commands end it in one line (tests/test_cli_errors.py).
   other = _with_config(a, tmp_path, "split", "data.eval_split", "train")
   with pytest.raises(ConfigError, match="data.eval_split"):
     ensemble.evaluate_ensemble([a, other])

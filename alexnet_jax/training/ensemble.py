@@ -45,6 +45,10 @@ def _value(config, key: str):
 
 
 def member_config(workdir: str):
+  if run_record.read(workdir) is None:
+    raise UserError(
+        f"ensemble member {workdir} holds no {run_record.RECORD}: not the work directory of a run"
+    )
   config = run_record.recorded_config(workdir).copy_and_resolve_references()
   config.init_from = ""  # the checkpoint's weights replace any starting point
   return config
