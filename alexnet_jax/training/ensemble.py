@@ -14,7 +14,6 @@ import numpy as np
 from alexnet_jax.data.batch import LABEL, MASK
 from alexnet_jax.errors import ConfigError, TrainingError, UserError
 from alexnet_jax.training import experiment, metrics, steps
-from alexnet_jax.weights import fit
 from alexnet_jax.workdir import checkpointing, run_record
 
 # What the members must share to be scored on the same images with the same labels.
@@ -69,20 +68,13 @@ def check_same_data(workdirs: list[str], configs: list) -> None:
 def load_member(workdir: str, config, step: int | None = None) -> Member:
   """A run's network with its checkpoint's weights, as ``--mode=eval`` loads it."""
   exp = experiment.build(config, workdir, resuming=True)
-  params, batch_stats, meta = checkpointing.read_params(workdir, step)
-  different = fit.mismatch(exp.spec, params)
-  if different:
-    raise TrainingError(
-        f"the checkpoint in {workdir} holds another network than its run.json ({different})"
-    )
-  experiment.check_same_classes(exp.spec, meta, workdir)
-  exp.state["params"] = fit.on_towers(exp.mesh, params)
-  if exp.spec.batch_norm:
-    exp.state["batch_stats"] = fit.on_towers(exp.mesh, batch_stats)
+  saved_step = experiment.load_checkpoint_weights(
+      exp, workdir, step, "its run.json"
+  )
   return Member(
       workdir,
       exp,
-      meta.get("step", 0),
+      saved_step,
       steps.make_log_probs_step(exp.spec, exp.mesh, config.data.pixel_scale),
   )
 

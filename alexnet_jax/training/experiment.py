@@ -293,3 +293,22 @@ def check_same_classes(spec: AlexNetSpec, meta: dict, path: str) -> None:
         f"checkpoint {path} was trained for {stored} classes, this config has model.num_classes="
         f"{spec.num_classes}: use --config.model.num_classes={stored} or another --workdir"
     )
+
+
+def load_checkpoint_weights(
+    exp: Experiment, workdir: str, step: int | None, network_of: str
+) -> int:
+  """A checkpoint's weights (the latest, or ``step``) placed into ``exp``'s state, as evaluation reads
+  them (any mesh it was saved from); refuses another network than ``network_of`` describes, or another
+  class count. Returns the checkpoint's step."""
+  params, batch_stats, meta = checkpointing.read_params(workdir, step)
+  different = fit.mismatch(exp.spec, params)
+  if different:
+    raise TrainingError(
+        f"the checkpoint in {workdir} holds another network than {network_of} ({different})"
+    )
+  check_same_classes(exp.spec, meta, workdir)
+  exp.state["params"] = fit.on_towers(exp.mesh, params)
+  if exp.spec.batch_norm:
+    exp.state["batch_stats"] = fit.on_towers(exp.mesh, batch_stats)
+  return meta.get("step", 0)

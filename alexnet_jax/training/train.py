@@ -13,11 +13,9 @@ from tqdm import tqdm
 
 from alexnet_jax import config_files
 from alexnet_jax.data import input_pipeline
-from alexnet_jax.errors import TrainingError
 from alexnet_jax.training import experiment, guards, metrics, optim, profiling, steps
 from alexnet_jax.workdir import checkpointing, run_record
 from alexnet_jax.training.experiment import Experiment
-from alexnet_jax.weights import fit
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -305,20 +303,12 @@ def evaluate_checkpoint(
   config.init_from = ""  # the checkpoint's weights replace any starting point
   run_record.check_config(workdir, config, "evaluate it")
   exp = experiment.build(config, workdir, resuming=True)
-  params, batch_stats, meta = checkpointing.read_params(workdir, step)
-  different = fit.mismatch(exp.spec, params)
-  if different:
-    raise TrainingError(
-        f"the checkpoint in {workdir} holds another network than this config's ({different})"
-    )
-  experiment.check_same_classes(exp.spec, meta, workdir)
-  exp.state["params"] = fit.on_towers(exp.mesh, params)
-  if exp.spec.batch_norm:
-    exp.state["batch_stats"] = fit.on_towers(exp.mesh, batch_stats)
+  saved_step = experiment.load_checkpoint_weights(
+      exp, workdir, step, "this config's"
+  )
   result = exp.evaluate(
       steps.make_eval_step(exp.spec, exp.mesh, config.data.pixel_scale)
   )
-  saved_step = meta.get("step", 0)
   steps.check_eval_finite(
       result,
       saved_step,
